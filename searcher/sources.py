@@ -1,0 +1,155 @@
+"""Reading documents from files into records; every error names the file and line."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from .errors import SourceError
+
+DEFAULT_ID_FIELDS = ("_id", "id")
+DIRECTORY_SUFFIXES = (".txt", ".md")
+FILE_FORMATS = (".jsonl", ".ndjson", ".csv", ".tsv", ".txt")
+
+
+@dataclass(frozen=True)
+class Record:
+    """One document to index: an external id, the text to embed, and metadata returned with hits."""
+
+    id: str
+    text: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+def read_records(
+    source: str | Path, text_fields: Sequence[str] = (), id_field: str | None = None
+) -> Iterator[Record]:
+    """Records from a JSONL/CSV/TSV/TXT file, a directory of .txt/.md files, a BEIR directory, or "-" (stdin)."""
+    if str(source) == "-":
+        yield from _read_jsonl(sys.stdin, "<stdin>", text_fields, id_field)
+        return
+    path = Path(source)
+    if path.is_dir():
+        corpus = path / "corpus.jsonl"
+        if corpus.is_file():
+            yield from read_records(corpus, text_fields, id_field)
+        else:
+            yield from _read_directory(path)
+        return
+    suffix = path.suffix.lower()
+    if path.exists() and suffix not in FILE_FORMATS:
+        raise SourceError(f"{path}: unsupported file type {suffix or '(none)'}; use one of {', '.join(FILE_FORMATS)} or a directory")
+    with _open_text(path) as handle:
+        try:
+            if suffix in (".jsonl", ".ndjson"):
+                yield from _read_jsonl(handle, str(path), text_fields, id_field)
+            elif suffix in (".csv", ".tsv"):
+                yield from _read_table(handle, path, "\t" if suffix == ".tsv" else ",", text_fields, id_field)
+            else:
+                for line_number, line in enumerate(handle, start=1):
+                    yield Record(id=f"{path.name}:{line_number}", text=line.strip())
+        except UnicodeDecodeError as error:
+            raise SourceError(f"{path}: not UTF-8 text") from None
+
+
+def _open_text(path: Path) -> TextIO:
+    try:
+        return path.open(encoding="utf-8", newline="")
+    except FileNotFoundError:
+        raise SourceError(f"no such file or directory: {path}") from None
+    except OSError as error:
+        raise SourceError(f"cannot read {path}: {error.strerror}") from None
+
+
+def _read_jsonl(handle: Iterable[str], name: str, text_fields: Sequence[str], id_field: str | None) -> Iterator[Record]:
+    for line_number, line in enumerate(handle, start=1):
+        if not line.strip():
+            continue
+        location = f"{name}:{line_number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise SourceError(f"{location}: invalid JSON: {error.msg} (column {error.colno})") from None
+        if not isinstance(row, dict):
+            raise SourceError(f"{location}: expected a JSON object, got {type(row).__name__}")
+        yield make_record(row, location, f"{Path(name).name}:{line_number}", text_fields, id_field)
+
+
+def _read_table(handle: TextIO, path: Path, delimiter: str, text_fields: Sequence[str], id_field: str | None) -> Iterator[Record]:
+    reader = csv.DictReader(handle, delimiter=delimiter)
+    if not reader.fieldnames:
+        raise SourceError(f"{path}: empty file, expected a header line")
+    for row in reader:
+        location = f"{path}:{reader.line_num}"
+        if None in row:
+            raise SourceError(f"{location}: more values than the header's {len(reader.fieldnames)} columns")
+        yield make_record(row, location, f"{path.name}:{reader.line_num}", text_fields, id_field)
+
+
+def _read_directory(directory: Path) -> Iterator[Record]:
+    files = sorted(p for p in directory.rglob("*") if p.suffix.lower() in DIRECTORY_SUFFIXES and p.is_file())
+    if not files:
+        raise SourceError(f"{directory}: no {' or '.join(DIRECTORY_SUFFIXES)} files in this directory")
+    for path in files:
+        with _open_text(path) as handle:
+            try:
+                text = handle.read()
+            except UnicodeDecodeError:
+                raise SourceError(f"{path}: not UTF-8 text") from None
+        yield Record(id=path.relative_to(directory).as_posix(), text=text.strip())
+
+
+def make_record(
+    row: dict[str, Any], location: str, fallback_id: str, text_fields: Sequence[str] = (), id_field: str | None = None
+) -> Record:
+    """A Record from one row: its id field, its text fields joined, every other field as metadata."""
+    id_key = _id_key(row, location, id_field)
+    text_keys = _text_keys(row, location, text_fields)
+    parts = [_text_value(row[key], location, key) for key in text_keys]
+    fields = {key: value for key, value in row.items() if key != id_key and key not in text_keys}
+    record_id = fallback_id if id_key is None else _id_value(row[id_key], location, id_key)
+    return Record(id=record_id, text=" ".join(part for part in parts if part), fields=fields)
+
+
+def _id_key(row: dict[str, Any], location: str, id_field: str | None) -> str | None:
+    if id_field is None:
+        return next((key for key in DEFAULT_ID_FIELDS if key in row), None)
+    if id_field not in row:
+        raise SourceError(f"{location}: no id field {id_field!r} (fields: {', '.join(row) or 'none'})")
+    return id_field
+
+
+def _id_value(value: Any, location: str, key: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise SourceError(f"{location}: id field {key!r} must be a string or an integer, got {json.dumps(value)}")
+    if isinstance(value, str) and not value.strip():
+        raise SourceError(f"{location}: id field {key!r} is empty")
+    return str(value)
+
+
+def _text_keys(row: dict[str, Any], location: str, text_fields: Sequence[str]) -> list[str]:
+    if text_fields:
+        keys = [key for key in text_fields if key in row]
+        if not keys:
+            raise SourceError(f"{location}: none of the text fields {', '.join(text_fields)} (fields: {', '.join(row)})")
+        return keys
+    for candidate in (("title", "text"), ("text",), ("question", "answer"), ("question",), ("answer",)):
+        if all(key in row for key in candidate):
+            return list(candidate)
+    raise SourceError(f"{location}: no text, title+text or question/answer field; name one with --text-field (fields: {', '.join(row) or 'none'})")
+
+
+def _text_value(value: Any, location: str, key: str) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise SourceError(f"{location}: text field {key!r} must be text, got {type(value).__name__}")
+
