@@ -1,0 +1,69 @@
+"""Shared fixtures: an isolated home and cache, and tiny random BERT models built from the bundled vocabulary."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import BertConfig, BertModel
+
+from searcher.embedder import Embedder, locate_model
+
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+@pytest.fixture(autouse=True)
+def isolated_environment(tmp_path_factory, monkeypatch):
+    """No test reads or writes the user's indexes, caches, or the network."""
+    monkeypatch.setenv("SEARCHER_HOME", str(tmp_path_factory.mktemp("home")))
+    monkeypatch.setenv("SEARCHER_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def bundled_dir() -> Path:
+    return locate_model("sentence-transformers/all-MiniLM-L6-v2")
+
+
+def make_tiny_model(directory: Path, bundled: Path, seed: int = 0) -> Path:
+    """A 2-layer, 32-wide random BERT that uses the bundled model's tokenizer."""
+    torch.manual_seed(seed)
+    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    BertModel(config).save_pretrained(directory)
+    for name in TOKENIZER_FILES:
+        shutil.copy(bundled / name, directory / name)
+    return directory
+
+
+def declare_trained_pooling(directory: Path, mode: str) -> None:
+    """Make DIRECTORY look like a sentence-transformers model trained with pooling MODE."""
+    (directory / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]))
+    (directory / "1_Pooling").mkdir(exist_ok=True)
+    (directory / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 32, mode: True}))
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory, bundled_dir) -> Path:
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-bert"), bundled_dir)
+
+
+@pytest.fixture
+def tiny_model_copy(tmp_path, bundled_dir) -> Path:
+    """A tiny model of the test's own, free to be changed."""
+    return make_tiny_model(tmp_path / "tiny-bert-copy", bundled_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_embedder(tiny_model) -> Embedder:
+    return Embedder(str(tiny_model), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def bundled_embedder() -> Embedder:
+    return Embedder(device="cpu")

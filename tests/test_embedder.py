@@ -1,0 +1,133 @@
+import json
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file, save_file
+
+from searcher.embedder import Embedder, model_fingerprint
+from searcher.errors import ConfigError, ModelError
+
+from conftest import declare_trained_pooling
+
+SENTENCES = [
+    "How do I reset my password?",
+    "The bank robber was seen fishing on the Mississippi river bank, far from the vault he had emptied.",
+    "ok",
+    "Cancel my subscription before the next billing cycle starts, please, I no longer need the premium plan.",
+    "Where can I download an invoice?",
+]
+
+
+def test_vectors_are_unit_length_float32(tiny_embedder):
+    vectors = tiny_embedder.embed(SENTENCES)
+    assert vectors.shape == (len(SENTENCES), 32)
+    assert vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-6)
+
+
+def test_vector_does_not_depend_on_batch_neighbours(tiny_embedder):
+    alone = np.stack([tiny_embedder.embed([text])[0] for text in SENTENCES])
+    batched = tiny_embedder.embed(SENTENCES, batch_size=3)
+    np.testing.assert_allclose(batched, alone, atol=1e-5)
+
+
+def test_results_come_back_in_input_order(tiny_embedder):
+    forward = tiny_embedder.embed(SENTENCES, batch_size=2)
+    backward = tiny_embedder.embed(SENTENCES[::-1], batch_size=2)
+    np.testing.assert_allclose(backward[::-1], forward, atol=1e-5)
+
+
+def test_plain_bert_defaults_to_mean_of_second_to_last_layer(tiny_embedder):
+    assert (tiny_embedder.layer, tiny_embedder.pooling) == (-2, "mean")
+
+
+def test_declared_trained_pooling_is_used(tiny_model_copy):
+    declare_trained_pooling(tiny_model_copy, "pooling_mode_cls_token")
+    embedder = Embedder(str(tiny_model_copy), device="cpu")
+    assert (embedder.layer, embedder.pooling) == (-1, "cls")
+
+
+def test_unsupported_trained_pooling_is_refused(tiny_model_copy):
+    declare_trained_pooling(tiny_model_copy, "pooling_mode_weightedmean_tokens")
+    with pytest.raises(ModelError, match="--pooling"):
+        Embedder(str(tiny_model_copy), device="cpu")
+
+
+def test_explicit_layer_and_pooling_override_auto(tiny_model):
+    embedder = Embedder(str(tiny_model), layer=0, pooling="max", device="cpu")
+    assert (embedder.layer, embedder.pooling) == (0, "max")
+    other = Embedder(str(tiny_model), layer=-1, pooling="mean", device="cpu")
+    assert not np.allclose(embedder.embed(SENTENCES[:1]), other.embed(SENTENCES[:1]))
+
+
+@pytest.mark.parametrize("layer", [3, -4])
+def test_layer_outside_the_model_is_refused(tiny_model, layer):
+    with pytest.raises(ConfigError, match="0 \\(embeddings\\) to 2"):
+        Embedder(str(tiny_model), layer=layer, device="cpu")
+
+
+def test_max_length_over_the_model_limit_is_refused(tiny_model):
+    with pytest.raises(ConfigError, match="limit of 128"):
+        Embedder(str(tiny_model), max_length=129, device="cpu")
+
+
+def test_truncation_is_counted(tiny_model):
+    embedder = Embedder(str(tiny_model), max_length=12, device="cpu")
+    tokenized = embedder.tokenize(SENTENCES)
+    assert tokenized.truncated == 2
+    assert max(len(ids) for ids in tokenized.ids) == 12
+    assert all(ids[0] == 101 and ids[-1] == 102 for ids in tokenized.ids)
+
+
+def test_missing_model_directory_is_a_model_error(tmp_path):
+    with pytest.raises(ModelError, match="not found"):
+        Embedder(str(tmp_path / "nowhere"), device="cpu")
+
+
+def test_directory_without_a_model_is_a_model_error(tmp_path):
+    with pytest.raises(ModelError, match="cannot load model"):
+        Embedder(str(tmp_path), device="cpu")
+
+
+def test_unavailable_device_is_refused(tiny_model):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ConfigError, match="not available"):
+        Embedder(str(tiny_model), device="cuda")
+
+
+def test_fingerprint_follows_the_weights(tiny_model_copy):
+    before = model_fingerprint(tiny_model_copy)
+    weights = tiny_model_copy / "model.safetensors"
+    tensors = load_file(weights)
+    tensors["embeddings.word_embeddings.weight"][0, 0] += 1.0
+    save_file(tensors, weights, metadata={"format": "pt"})
+    assert model_fingerprint(tiny_model_copy) != before
+
+
+def test_fingerprint_is_cached_by_size_and_mtime(tiny_model_copy, tmp_path, monkeypatch):
+    monkeypatch.setenv("SEARCHER_CACHE_DIR", str(tmp_path / "cache"))
+    first = model_fingerprint(tiny_model_copy)
+    cache_file = tmp_path / "cache" / "fingerprints.json"
+    entries = json.loads(cache_file.read_text())
+    assert str((tiny_model_copy / "model.safetensors").resolve()) in entries
+    for entry in entries.values():
+        entry[2] = "0" * 64  # a cached hash is trusted while size and mtime are unchanged
+    cache_file.write_text(json.dumps(entries))
+    assert model_fingerprint(tiny_model_copy) != first
+
+
+def test_bundled_model_auto_settings(bundled_embedder):
+    assert bundled_embedder.model_id == "sentence-transformers/all-MiniLM-L6-v2"
+    assert (bundled_embedder.layer, bundled_embedder.pooling) == (-1, "mean")
+    assert (bundled_embedder.dimension, bundled_embedder.max_length) == (384, 256)
+
+
+def test_bundled_model_matches_sentence_transformers(bundled_embedder):
+    """The default pipeline reproduces the model's own trained pooling, so published scores apply."""
+    sentence_transformers = pytest.importorskip("sentence_transformers")
+    reference = sentence_transformers.SentenceTransformer(str(bundled_embedder.model_dir), device="cpu")
+    expected = reference.encode(SENTENCES, normalize_embeddings=True, convert_to_numpy=True)
+    np.testing.assert_allclose(bundled_embedder.embed(SENTENCES), expected, atol=1e-5)
