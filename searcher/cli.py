@@ -39,7 +39,10 @@ class OneLineErrors(TyperGroup):
         except SearcherError as error:
             _fail(str(error), error.exit_code)
         except typer.TyperException as error:
-            _fail(error.format_message(), error.exit_code)
+            # `searcher` alone raises a usage error whose message is the help, already printed by rich.
+            if error.format_message().strip():
+                _fail(error.format_message(), error.exit_code)
+            sys.exit(error.exit_code)
         except typer.Abort:
             _fail("aborted", 130)
         sys.exit(result if isinstance(result, int) else 0)

@@ -29,7 +29,19 @@ class Record:
 def read_records(
     source: str | Path, text_fields: Sequence[str] = (), id_field: str | None = None
 ) -> Iterator[Record]:
-    """Records from a JSONL/CSV/TSV/TXT file, a directory of .txt/.md files, a BEIR directory, or "-" (stdin)."""
+    """Records from a JSONL/CSV/TSV/TXT file, a directory of .txt/.md files, a BEIR directory, or "-" (stdin).
+
+    A source without a single record is an error, not an empty success.
+    """
+    found = False
+    for record in _read_source(source, text_fields, id_field):
+        found = True
+        yield record
+    if not found:
+        raise SourceError(f"{'<stdin>' if str(source) == '-' else source}: no documents found")
+
+
+def _read_source(source: str | Path, text_fields: Sequence[str], id_field: str | None) -> Iterator[Record]:
     if str(source) == "-":
         yield from _read_jsonl(sys.stdin, "<stdin>", text_fields, id_field)
         return
@@ -37,7 +49,7 @@ def read_records(
     if path.is_dir():
         corpus = path / "corpus.jsonl"
         if corpus.is_file():
-            yield from read_records(corpus, text_fields, id_field)
+            yield from _read_source(corpus, text_fields, id_field)
         else:
             yield from _read_directory(path)
         return

@@ -121,3 +121,9 @@ def test_bad_record_names_the_line(tiny_model, tmp_path):
     assert result.exit_code == 1
     assert f"Error: {source}:2: invalid JSON" in result.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_no_arguments_shows_help():
+    result = run()
+    assert "Usage" in result.stdout and "query" in result.stdout
+    assert "Error" not in result.output

@@ -118,3 +118,10 @@ def test_directory_without_text_files(tmp_path):
     (tmp_path / "image.png").write_bytes(b"\x89PNG")
     with pytest.raises(SourceError, match="no .txt or .md files"):
         list(read_records(tmp_path))
+
+
+@pytest.mark.parametrize("content", ["", "\n\n"])
+def test_source_without_documents_is_an_error(tmp_path, content):
+    (tmp_path / "empty.jsonl").write_text(content, encoding="utf-8")
+    with pytest.raises(SourceError, match="empty.jsonl: no documents found"):
+        list(read_records(tmp_path / "empty.jsonl"))
