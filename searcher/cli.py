@@ -90,7 +90,7 @@ def index(
         with _progress() as progress:
             task = progress.add_task(f"Indexing into {target.name}", total=len(records))
             report = target.add(records, settings.batch_size, lambda done: progress.advance(task, done))
-        console.print(_summary(report, target.name), highlight=False)
+        console.print(_summary(report, target.name), highlight=False, soft_wrap=True)
 
 
 class RateColumn(ProgressColumn):

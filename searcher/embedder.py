@@ -9,7 +9,7 @@ import hashlib
 import importlib.util
 import json
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -206,13 +206,11 @@ class Embedder:
             positions = order[start : start + batch_size]
             yield positions, self._forward([tokenized.ids[i] for i in positions])
 
-    def embed(self, texts: Sequence[str], batch_size: int = 32, on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+    def embed(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """Vectors for TEXTS, in input order, shape (len(texts), dimension)."""
         vectors = np.zeros((len(texts), self.dimension), dtype=np.float32)
         for positions, batch_vectors in self.embed_batches(self.tokenize(texts), batch_size):
             vectors[positions] = batch_vectors
-            if on_batch:
-                on_batch(len(positions))
         return vectors
 
     def _forward(self, ids: list[list[int]]) -> np.ndarray:
