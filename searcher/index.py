@@ -107,9 +107,7 @@ class Index:
             raise IndexExistsError(f"an index already exists at {path}")
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise IndexExistsError(f"{path} exists and is not an empty directory")
-        embedder = embedder or Embedder(
-            settings.model, settings.layer, settings.pooling, settings.max_length, settings.device
-        )
+        embedder = embedder or Embedder.from_settings(settings)
         manifest = {
             "model": embedder.model_id,
             "fingerprint": embedder.fingerprint,

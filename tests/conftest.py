@@ -29,9 +29,9 @@ def bundled_dir() -> Path:
 
 
 def make_tiny_model(directory: Path, bundled: Path, seed: int = 0) -> Path:
-    """A 2-layer, 32-wide random BERT that uses the bundled model's tokenizer."""
+    """A 4-layer, 32-wide random BERT that uses the bundled model's tokenizer."""
     torch.manual_seed(seed)
-    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    config = BertConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
     BertModel(config).save_pretrained(directory)
     for name in TOKENIZER_FILES:
         shutil.copy(bundled / name, directory / name)
