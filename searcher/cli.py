@@ -25,6 +25,7 @@ import numpy as np
 from .config import Settings, load_settings
 from .demo import run_demo
 from .embedder import Embedder
+from .evaluate import RETRIEVAL_METRICS, STS_METRICS, evaluate, load_dataset, sweep
 from .errors import ConfigError, OutputError, SearcherError
 from .index import AddReport, Index, list_indexes
 from .inspect import ContextReport, Inspector, PairCosine, inspector
@@ -388,6 +389,60 @@ def _write_vectors(texts: list[str], vectors: np.ndarray, output_format: str, ou
             sys.stdout.write(lines)
     except OSError as error:
         raise OutputError(f"cannot write {out}: {error.strerror}") from None
+
+
+@app.command("eval")
+def eval_command(
+    dataset: Annotated[Path, typer.Argument(help="A BEIR directory (corpus, queries, qrels) or an STS-B file or directory.")],
+    split: Annotated[str, typer.Option(help="Which qrels/SPLIT.tsv (or sts-SPLIT.csv) to score.")] = "test",
+    model: ModelOption = None,
+    layer: Annotated[str, typer.Option(help="auto or integers, comma-separated to compare several.")] = "auto",
+    pooling: Annotated[str, typer.Option(help="auto, mean, max, cls; comma-separated to compare several.")] = "auto",
+    mode: Annotated[str, typer.Option(help="Search modes to score, comma-separated.")] = "dense",
+    max_length: Annotated[Optional[int], typer.Option(help="Token limit [default: the model's].")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Texts per forward pass.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or mps.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Also write the JSON results to this file.")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Score retrieval (nDCG@10, recall, MRR, top-1) or STS correlation on a dataset, via a temporary index."""
+    data = load_dataset(dataset, split)
+    base = Settings().replace(model=model, max_length=max_length, batch_size=batch_size, device=device)
+    configs = sweep(_split_list(layer), _split_list(pooling), base)
+    results = evaluate(data, configs, _split_list(mode), progress=lambda step: errors.print(f"Evaluating {step}…"))
+    report = results[0] if len(results) == 1 else results
+    if out:
+        try:
+            out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        except OSError as error:
+            raise OutputError(f"cannot write {out}: {error.strerror}") from None
+    if json_output:
+        _print_json(report)
+    else:
+        _results_table(results, f"{data.name} ({split})")
+
+
+def _split_list(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _results_table(results: list[dict[str, Any]], title: str) -> None:
+    """Configurations side by side, the best value of each metric in bold with a star."""
+    metrics = STS_METRICS if "spearman" in results[0] else RETRIEVAL_METRICS
+    labels = [" ".join(str(value) for key, value in r["config"].items() if key in ("layer", "pooling", "mode")) for r in results]
+    table = Table("metric", *(f"layer {label}" for label in labels), title=title, title_justify="left")
+    for metric in metrics:
+        best = max(r[metric] for r in results)
+        cells = [f"[bold]{r[metric]:.4f} ★[/bold]" if len(results) > 1 and r[metric] == best else f"{r[metric]:.4f}"
+                 for r in results]
+        table.add_row(metric, *cells)
+    for key in results[0]["seconds"]:
+        table.add_row(f"{key} s", *(f"{r['seconds'][key]:.1f}" for r in results))
+    console.print(table)
+    if "queries" in results[0]:
+        console.print(f"{results[0]['queries']:,} judged queries, {results[0]['docs']:,} documents")
+    else:
+        console.print(f"{results[0]['pairs']:,} sentence pairs")
 
 
 def _print_json(value: Any) -> None:

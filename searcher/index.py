@@ -26,6 +26,7 @@ VECTORS_FILE = "vectors.faiss"
 DEFAULT_HOME = "indexes"
 # Manifest keys that decide how text becomes a vector; queries must use the same values.
 EMBEDDING_KEYS = ("model", "layer", "pooling", "max_length")
+SEARCH_MODES = ("dense",)
 
 
 @dataclass(frozen=True)
@@ -229,12 +230,14 @@ class Index:
             seconds=time.perf_counter() - started,
         )
 
-    def search(self, text: str, k: int = 10) -> list[Hit]:
+    def search(self, text: str, k: int = 10, mode: str = "dense") -> list[Hit]:
         """The K documents closest in meaning to TEXT, by cosine similarity, best first."""
         if not text or not text.strip():
             raise EmptyQueryError("empty query: give some text to search for")
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ConfigError(f"k must be a positive integer, got {k!r}")
+        if mode not in SEARCH_MODES:
+            raise ConfigError(f"invalid mode {mode!r}: choose one of {', '.join(SEARCH_MODES)}")
         if not len(self._vectors):
             return []
         vector = self.embedder.embed([text])[0]

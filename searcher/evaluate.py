@@ -1,0 +1,186 @@
+"""Measuring quality on a user's data: BEIR retrieval metrics and STS correlations.
+
+Retrieval runs through a temporary `Index` (the real indexing and query paths); STS pairs are embedded by
+the same `Embedder` the indexer uses.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.stats import pearsonr, spearmanr
+
+from .config import Settings
+from .embedder import Embedder
+from .errors import ConfigError, SourceError
+from .index import SEARCH_MODES, Index
+from .sources import read_records
+
+RETRIEVAL_DEPTH = 100  # enough for recall@100; nDCG/MRR/top-1 look at the first 10
+RETRIEVAL_METRICS = ("ndcg_at_10", "recall_at_10", "recall_at_100", "mrr_at_10", "top1")
+STS_METRICS = ("spearman", "pearson")
+
+
+@dataclass(frozen=True)
+class BeirDataset:
+    """A BEIR directory's judged queries for one split; the corpus is read when indexed."""
+
+    name: str
+    path: Path
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+
+
+@dataclass(frozen=True)
+class StsDataset:
+    name: str
+    pairs: list[tuple[str, str, float]]
+
+
+def load_dataset(path: str | Path, split: str = "test") -> BeirDataset | StsDataset:
+    """A BEIR directory (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv) or an STS-B file or directory."""
+    path = Path(path)
+    if (path / "corpus.jsonl").is_file():
+        return load_beir(path, split)
+    sts_file = path / f"sts-{split}.csv" if path.is_dir() else path
+    if sts_file.is_file():
+        return StsDataset(path.name if path.is_dir() else path.stem, load_sts(sts_file))
+    raise SourceError(f"{path}: neither a BEIR directory (corpus.jsonl) nor an STS file (sts-{split}.csv)")
+
+
+def load_beir(path: Path, split: str) -> BeirDataset:
+    qrels_file = path / "qrels" / f"{split}.tsv"
+    if not qrels_file.is_file():
+        available = sorted(p.stem for p in (path / "qrels").glob("*.tsv"))
+        raise SourceError(f"{path}: no qrels for split {split!r} (available: {', '.join(available) or 'none'})")
+    qrels: dict[str, dict[str, int]] = {}
+    with qrels_file.open(encoding="utf-8", newline="") as handle:
+        for row in csv.DictReader(handle, delimiter="\t"):
+            grade = int(row["score"])
+            if grade > 0:
+                qrels.setdefault(row["query-id"], {})[row["corpus-id"]] = grade
+    queries = {}
+    with (path / "queries.jsonl").open(encoding="utf-8") as handle:
+        for line in handle:
+            query = json.loads(line)
+            if query["_id"] in qrels:
+                queries[query["_id"]] = query["text"]
+    # Unjudged queries are skipped, and so are judgments of queries the queries file lacks.
+    return BeirDataset(path.name, path, queries, {qid: qrels[qid] for qid in queries})
+
+
+def load_sts(path: Path) -> list[tuple[str, str, float]]:
+    """STS-B pairs: tab-separated and unquoted; score in column 5, sentences in 6 and 7, extra columns ignored."""
+    pairs = []
+    with path.open(encoding="utf-8", newline="") as handle:
+        for line_number, row in enumerate(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
+            try:
+                pairs.append((row[5], row[6], float(row[4])))
+            except (IndexError, ValueError):
+                raise SourceError(f"{path}:{line_number}: expected a score in column 5 and sentences in columns 6 and 7") from None
+    return pairs
+
+
+def retrieval_metrics(rankings: dict[str, list[str]], qrels: dict[str, dict[str, int]]) -> dict[str, float]:
+    """Mean nDCG@10 (graded gain), recall@10/@100, MRR@10 and top-1 accuracy over the judged queries."""
+    totals = {"ndcg_at_10": 0.0, "recall_at_10": 0.0, "recall_at_100": 0.0, "mrr_at_10": 0.0, "top1": 0.0}
+    for query_id, relevant in qrels.items():
+        ranked = rankings.get(query_id, [])
+        gains = [relevant.get(doc_id, 0) for doc_id in ranked]
+        ideal = sorted(relevant.values(), reverse=True)[:10]
+        dcg = sum(gain / math.log2(rank + 2) for rank, gain in enumerate(gains[:10]))
+        totals["ndcg_at_10"] += dcg / sum(gain / math.log2(rank + 2) for rank, gain in enumerate(ideal))
+        totals["recall_at_10"] += sum(1 for gain in gains[:10] if gain) / len(relevant)
+        totals["recall_at_100"] += sum(1 for gain in gains[:100] if gain) / len(relevant)
+        first = next((rank for rank, gain in enumerate(gains[:10]) if gain), None)
+        totals["mrr_at_10"] += 0.0 if first is None else 1.0 / (first + 1)
+        totals["top1"] += 1.0 if gains[:1] and gains[0] else 0.0
+    return {name: value / max(len(qrels), 1) for name, value in totals.items()}
+
+
+def sweep(layers: Sequence[int | str], poolings: Sequence[str], base: Settings) -> list[Settings]:
+    """One Settings per (layer, pooling) combination."""
+    return [base.replace(layer=layer, pooling=pooling) for layer, pooling in itertools.product(layers, poolings)]
+
+
+def evaluate(
+    dataset: BeirDataset | StsDataset,
+    configs: Sequence[Settings],
+    modes: Sequence[str] = ("dense",),
+    progress: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """One result per configuration (and, for retrieval, per search mode)."""
+    invalid = [mode for mode in modes if mode not in SEARCH_MODES]
+    if invalid or not modes:
+        raise ConfigError(f"invalid mode {', '.join(invalid) or '(none)'}: choose from {', '.join(SEARCH_MODES)}")
+    results = []
+    for settings in configs:
+        if progress:
+            progress(f"{dataset.name}: layer {settings.layer}, pooling {settings.pooling}")
+        if isinstance(dataset, StsDataset):
+            results.append(evaluate_sts(dataset, settings))
+        else:
+            results.extend(evaluate_retrieval(dataset, settings, modes))
+    return results
+
+
+def evaluate_retrieval(dataset: BeirDataset, settings: Settings, modes: Sequence[str]) -> list[dict[str, Any]]:
+    """Index the corpus into a temporary index, then run every judged query in each mode."""
+    with tempfile.TemporaryDirectory(prefix="searcher-eval-") as home:
+        started = time.perf_counter()
+        index = Index.create("eval", settings, home=home)
+        report = index.add(read_records(dataset.path), settings.batch_size)
+        indexed = time.perf_counter()
+        results = []
+        for mode in modes:
+            started_queries = time.perf_counter()
+            rankings = {
+                query_id: [hit.id for hit in index.search(text, RETRIEVAL_DEPTH, mode=mode)]
+                for query_id, text in dataset.queries.items()
+            }
+            searched = time.perf_counter() - started_queries
+            results.append({
+                "dataset": dataset.name,
+                "config": _config(index.manifest) | {"mode": mode},
+                **retrieval_metrics(rankings, dataset.qrels),
+                "queries": len(dataset.queries),
+                "docs": len(index),
+                "truncated": report.truncated,
+                "seconds": {"index": round(indexed - started, 2), "queries": round(searched, 2)},
+            })
+        index.close()
+    return results
+
+
+def evaluate_sts(dataset: StsDataset, settings: Settings) -> dict[str, Any]:
+    """Spearman and Pearson correlation between cosine similarity and the gold scores."""
+    started = time.perf_counter()
+    embedder = Embedder.from_settings(settings)
+    first = embedder.embed([a for a, _, _ in dataset.pairs], settings.batch_size)
+    second = embedder.embed([b for _, b, _ in dataset.pairs], settings.batch_size)
+    similarity = (first * second).sum(axis=1)
+    gold = np.array([score for _, _, score in dataset.pairs])
+    return {
+        "dataset": dataset.name,
+        "config": {"model": embedder.model_id, "layer": embedder.layer, "pooling": embedder.pooling,
+                   "max_length": embedder.max_length},
+        "spearman": float(spearmanr(similarity, gold).statistic),
+        "pearson": float(pearsonr(similarity, gold).statistic),
+        "pairs": len(dataset.pairs),
+        "seconds": {"embed": round(time.perf_counter() - started, 2)},
+    }
+
+
+def _config(manifest: dict[str, Any]) -> dict[str, Any]:
+    return {key: manifest[key] for key in ("model", "layer", "pooling", "max_length")}
+
