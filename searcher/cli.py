@@ -25,7 +25,7 @@ import numpy as np
 from .config import Settings, load_settings
 from .demo import run_demo
 from .embedder import Embedder
-from .evaluate import RETRIEVAL_METRICS, STS_METRICS, evaluate, load_dataset, sweep
+from .evaluate import RETRIEVAL_METRICS, STS_METRICS, BeirDataset, calibrate, evaluate, load_dataset, sweep
 from .errors import ConfigError, OutputError, SearcherError
 from .index import AddReport, Index, list_indexes
 from .inspect import ContextReport, Inspector, PairCosine, inspector
@@ -142,22 +142,33 @@ def query(
     text: Annotated[str, typer.Argument(help="The question or text to search for.")],
     name: Annotated[str, typer.Option("--index", "-i", help="Index name (under --home) or path.")],
     k: Annotated[int, typer.Option("-k", "--top-k", min=1, help="Number of results.")] = 10,
+    mode: Annotated[str, typer.Option(help="dense (by meaning), keyword (BM25) or hybrid.")] = "dense",
+    min_score: Annotated[Optional[float], typer.Option("--min-score", help="Leave out results scoring below this.")] = None,
     json_output: JsonOption = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
     home: HomeOption = None,
 ) -> None:
-    """Find the documents closest in meaning to TEXT (scores are cosine similarities)."""
+    """Find the documents that best answer TEXT (dense scores are cosine similarities)."""
     with Index.open(name, home, device) as source:
-        hits = source.search(text, k)
+        hits = source.search(text, k, mode, min_score)
+        threshold = source.manifest.get("thresholds", {}).get(mode)
     if json_output:
-        results = [{"rank": rank, "id": hit.id, "score": hit.score, "text": hit.text, "fields": hit.fields}
+        results = [{"rank": rank, "id": hit.id, "score": hit.score, "text": hit.text, "fields": hit.fields,
+                    "matched": hit.question, "answer": hit.answer, "below_threshold": hit.below_threshold}
                    for rank, hit in enumerate(hits, start=1)]
-        _print_json({"query": text, "index": name, "results": results})
+        _print_json({"query": text, "index": name, "mode": mode, "threshold": threshold, "results": results})
         return
-    table = Table("rank", "score", "id", "text", title=f"{text}", title_justify="left")
+    faq = any(hit.answer is not None for hit in hits)
+    columns = ("matched question", "answer") if faq else ("text",)
+    table = Table("rank", "score", "id", *columns, title=text, title_justify="left")
     for rank, hit in enumerate(hits, start=1):
-        table.add_row(str(rank), f"{hit.score:.3f}", hit.id, _snippet(hit.text))
+        cells = (hit.question or "", _snippet(hit.answer or "")) if faq else (_snippet(hit.text),)
+        table.add_row(str(rank), f"{hit.score:.3f}", hit.id, *cells, style="dim" if hit.below_threshold else None)
     console.print(table)
+    if not hits:
+        console.print("No results" + (f" scoring at least {min_score}." if min_score is not None else "."))
+    elif hits[0].below_threshold:
+        console.print(f"No good match: the best score {hits[0].score:.3f} is below the calibrated threshold {threshold:.3f}.")
 
 
 def _snippet(text: str, width: int = 120) -> str:
@@ -420,6 +431,28 @@ def eval_command(
         _print_json(report)
     else:
         _results_table(results, f"{data.name} ({split})")
+
+
+@app.command("calibrate")
+def calibrate_command(
+    dataset: Annotated[Path, typer.Argument(help="A BEIR directory whose corpus is in the index, with judged queries.")],
+    name: Annotated[str, typer.Option("--index", "-i", help="Index name (under --home) or path.")],
+    precision: Annotated[float, typer.Option(help="Top-1 precision the answered questions must reach.")] = 0.9,
+    split: Annotated[str, typer.Option(help="Which qrels/SPLIT.tsv holds the judgments.")] = "test",
+    mode: Annotated[str, typer.Option(help="The search mode to calibrate: dense, keyword or hybrid.")] = "dense",
+    home: HomeOption = None,
+) -> None:
+    """Choose the lowest score that still gives the wanted top-1 precision, and store it in the index."""
+    data = load_dataset(dataset, split)
+    if not isinstance(data, BeirDataset):
+        raise ConfigError(f"{dataset}: calibration needs a BEIR directory with judged queries")
+    with Index.open(name, home) as target:
+        result = calibrate(target, data, precision, mode)
+    console.print(
+        f"Threshold {result.threshold:.4f} for {mode} search in {name}: top-1 precision {result.precision:.3f} "
+        f"on the {result.coverage:.1%} of {result.queries:,} questions scoring at least that; "
+        "the others now get \"no good match\".", soft_wrap=True, highlight=False,
+    )
 
 
 def _split_list(value: str) -> list[str]:

@@ -51,6 +51,10 @@ class OutputError(SearcherError):
     """A result cannot be written where it was asked to go."""
 
 
+class CalibrationError(SearcherError):
+    """No score threshold reaches the requested precision."""
+
+
 class EmptyQueryError(SearcherError):
     """A query has no text to search for."""
 

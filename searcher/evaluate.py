@@ -22,7 +22,7 @@ from scipy.stats import pearsonr, spearmanr
 
 from .config import Settings
 from .embedder import Embedder
-from .errors import ConfigError, SourceError
+from .errors import CalibrationError, ConfigError, SourceError
 from .index import SEARCH_MODES, Index
 from .sources import read_records
 
@@ -184,3 +184,49 @@ def evaluate_sts(dataset: StsDataset, settings: Settings) -> dict[str, Any]:
 def _config(manifest: dict[str, Any]) -> dict[str, Any]:
     return {key: manifest[key] for key in ("model", "layer", "pooling", "max_length")}
 
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The lowest score threshold whose top-1 precision reaches the target, and what it costs in coverage."""
+
+    mode: str
+    threshold: float
+    target: float
+    precision: float
+    coverage: float
+    queries: int
+
+
+def calibrate(index: Index, dataset: BeirDataset, target: float, mode: str = "dense") -> Calibration:
+    """Choose and store the index's "good match" threshold from DATASET's judged queries.
+
+    For every judged query the best hit is either relevant or not; among all thresholds whose top-1
+    precision (over the queries scoring at or above it) reaches TARGET, the lowest is kept, so as many
+    questions as possible still get an answer.
+    """
+    if not 0 < target <= 1:
+        raise ConfigError(f"precision must be between 0 and 1, got {target}")
+    outcomes = []
+    for query_id, text in dataset.queries.items():
+        best = index.search(text, 1, mode)
+        outcomes.append((best[0].score, best[0].id in dataset.qrels[query_id]) if best else (float("-inf"), False))
+    outcomes.sort(key=lambda outcome: -outcome[0])
+    correct = np.cumsum([hit for _, hit in outcomes])
+    answered = np.arange(1, len(outcomes) + 1)
+    precision = correct / answered
+    # A threshold at a score admits every query scoring at least that much, ties included.
+    last_of_score = [i for i in range(len(outcomes)) if i + 1 == len(outcomes) or outcomes[i + 1][0] < outcomes[i][0]]
+    reaching = [i for i in last_of_score if precision[i] >= target and outcomes[i][0] > float("-inf")]
+    if not reaching:
+        best = max(last_of_score, key=lambda i: precision[i], default=None)
+        reached = f"; the best is {precision[best]:.3f}, above {outcomes[best][0]:.3f}" if best is not None else ""
+        raise CalibrationError(f"no threshold reaches top-1 precision {target} on {len(outcomes)} queries{reached}")
+    chosen = max(reaching)
+    calibration = Calibration(mode, float(outcomes[chosen][0]), target, float(precision[chosen]),
+                              float(answered[chosen] / len(outcomes)), len(outcomes))
+    index.set_threshold(mode, calibration.threshold, {
+        "dataset": dataset.name, "target_precision": target, "precision": calibration.precision,
+        "coverage": calibration.coverage, "queries": calibration.queries,
+    })
+    return calibration

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from importlib.metadata import version
 from .config import Settings
 from .embedder import Embedder
@@ -26,17 +28,31 @@ VECTORS_FILE = "vectors.faiss"
 DEFAULT_HOME = "indexes"
 # Manifest keys that decide how text becomes a vector; queries must use the same values.
 EMBEDDING_KEYS = ("model", "layer", "pooling", "max_length")
-SEARCH_MODES = ("dense",)
+SEARCH_MODES = ("dense", "keyword", "hybrid")
+HYBRID_DEPTH = 100  # candidates taken from each side before fusion
+KEYWORD_WEIGHT = 0.1  # weight of the relative BM25 score in hybrid mode
 
 
 @dataclass(frozen=True)
 class Hit:
-    """One search result: the document's external id, cosine similarity, text and metadata."""
+    """One search result: the document's external id, score, text and metadata."""
 
     id: str
     score: float
     text: str
     fields: dict[str, Any] = field(default_factory=dict)
+    matched: str | None = None  # the alternative phrasing that matched best, if not the document's text
+    below_threshold: bool = False  # under the index's calibrated "good match" threshold
+
+    @property
+    def question(self) -> str | None:
+        """For a FAQ entry, the wording of its question that matched; None for other documents."""
+        return self.matched or self.fields.get("question")
+
+    @property
+    def answer(self) -> str | None:
+        """For a FAQ entry, its answer; None for other documents."""
+        return self.fields.get("answer")
 
 
 @dataclass(frozen=True)
@@ -208,17 +224,20 @@ class Index:
             received += 1
             latest[record.id] = record
         documents = [record for record in latest.values() if record.text.strip()]
-        embedder = self.embedder
-        tokenized = embedder.tokenize([record.text for record in documents])
-        added = 0
+        embedder = self.embedder  # loaded (and its fingerprint checked) before anything is written
+        rowids, added, dropped = self._store.upsert_documents([(r.id, r.text, r.fields) for r in documents])
+        self._vectors.remove(dropped)
+        # One vector for each document's text, then one per alternative phrasing.
+        owners = [(rowid, None) for rowid in rowids]
+        owners += [(rowid, phrasing) for rowid, record in zip(rowids, documents) for phrasing in record.phrasings]
+        texts = [record.text for record in documents] + [p for record in documents for p in record.phrasings]
+        tokenized = embedder.tokenize(texts)
         for positions, vectors in embedder.embed_batches(tokenized, batch_size):
-            batch = [documents[i] for i in positions]
-            rowids, new = self._store.upsert([(r.id, r.text, r.fields) for r in batch], vectors)
-            self._vectors.upsert(rowids, vectors)
-            added += new
+            batch = [owners[i] for i in positions]
+            self._vectors.add(self._store.add_vectors(batch, vectors), vectors)
             if progress:
-                progress(len(batch))
-        if documents:
+                progress(sum(1 for _, phrasing in batch if phrasing is None))
+        if texts or dropped:
             self._vectors.save(self.path / VECTORS_FILE)
         return AddReport(
             added=added,
@@ -230,23 +249,91 @@ class Index:
             seconds=time.perf_counter() - started,
         )
 
-    def search(self, text: str, k: int = 10, mode: str = "dense") -> list[Hit]:
-        """The K documents closest in meaning to TEXT, by cosine similarity, best first."""
+    def search(
+        self,
+        text: str,
+        k: int = 10,
+        mode: str = "dense",
+        min_score: float | None = None,
+        keyword_weight: float = KEYWORD_WEIGHT,
+    ) -> list[Hit]:
+        """The K best documents for TEXT, best first, at least MIN_SCORE.
+
+        dense: cosine similarity of the best-matching phrasing; keyword: BM25; hybrid: cosine plus
+        KEYWORD_WEIGHT times BM25 relative to the query's best keyword match. Hits scoring under the
+        index's calibrated threshold for the mode are marked `below_threshold`.
+        """
         if not text or not text.strip():
             raise EmptyQueryError("empty query: give some text to search for")
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ConfigError(f"k must be a positive integer, got {k!r}")
         if mode not in SEARCH_MODES:
             raise ConfigError(f"invalid mode {mode!r}: choose one of {', '.join(SEARCH_MODES)}")
-        if not len(self._vectors):
-            return []
-        vector = self.embedder.embed([text])[0]
-        matches = self._vectors.search(vector, k)
-        documents = self._store.documents([rowid for rowid, _ in matches])
+        if mode == "keyword":
+            scored = {rowid: (score, None) for rowid, score in self._store.keyword_search(text, k)}
+        elif not len(self._vectors):
+            scored = {}
+        elif mode == "dense":
+            scored = self._dense(self.embedder.embed([text])[0], k)
+        else:
+            scored = self._hybrid(text, k, keyword_weight)
+        ranked = sorted(scored.items(), key=lambda item: -item[1][0])[:k]
+        if min_score is not None:
+            ranked = [(rowid, match) for rowid, match in ranked if match[0] >= min_score]
+        threshold = self.manifest.get("thresholds", {}).get(mode)
+        documents = self._store.documents([rowid for rowid, _ in ranked])
         return [
-            Hit(id=documents[rowid].id, score=score, text=documents[rowid].text, fields=documents[rowid].fields)
-            for rowid, score in matches
+            Hit(
+                id=documents[rowid].id, score=score, text=documents[rowid].text, fields=documents[rowid].fields,
+                matched=phrasing, below_threshold=threshold is not None and score < threshold,
+            )
+            for rowid, (score, phrasing) in ranked
         ]
+
+    def _dense(self, vector: np.ndarray, k: int) -> dict[int, tuple[float, str | None]]:
+        """Best (cosine, phrasing) of the K nearest documents; documents with several phrasings need a deeper look."""
+        fetch = k
+        while True:
+            matches = self._vectors.search(vector, fetch)
+            owners = self._store.vector_owners([vector_id for vector_id, _ in matches])
+            best: dict[int, tuple[float, str | None]] = {}
+            for vector_id, score in matches:
+                document, phrasing = owners[vector_id]
+                best.setdefault(document, (score, phrasing))
+            if len(best) >= k or fetch >= len(self._vectors):
+                return best
+            fetch = min(fetch * 4, len(self._vectors))
+
+    def _hybrid(self, text: str, k: int, keyword_weight: float) -> dict[int, tuple[float, str | None]]:
+        """Dense and BM25 candidates, each scored exactly on both sides, then combined."""
+        vector = self.embedder.embed([text])[0]
+        depth = max(k, HYBRID_DEPTH)
+        dense = self._dense(vector, depth)
+        keyword = dict(self._store.keyword_search(text, depth))
+        keyword_only = [rowid for rowid in keyword if rowid not in dense]
+        if keyword_only:
+            owners, vectors = self._store.document_vectors(keyword_only, self._vectors.dimension)
+            for (document, phrasing), score in sorted(zip(owners, vectors @ vector), key=lambda item: -item[1]):
+                dense.setdefault(document, (float(score), phrasing))
+        dense_only = [rowid for rowid in dense if rowid not in keyword]
+        if dense_only:
+            keyword.update(self._store.keyword_search(text, len(dense_only), documents=dense_only))
+        best_keyword = max(keyword.values(), default=0.0)
+        return {
+            rowid: (
+                dense.get(rowid, (0.0, None))[0] + keyword_weight * keyword.get(rowid, 0.0) / (best_keyword or 1.0),
+                dense.get(rowid, (0.0, None))[1],
+            )
+            for rowid in dense.keys() | keyword.keys()
+        }
+
+    def set_threshold(self, mode: str, threshold: float, calibration: dict[str, Any]) -> None:
+        """Store the score under which MODE's hits are marked as no good match, and how it was chosen."""
+        manifest = self.manifest
+        self._store.update_manifest({
+            "thresholds": manifest.get("thresholds", {}) | {mode: threshold},
+            "calibration": manifest.get("calibration", {}) | {mode: calibration},
+        })
 
     def info(self) -> dict[str, Any]:
         """Name, path, document count, size on disk and manifest."""
@@ -269,5 +356,5 @@ class Index:
 
 
 def _same_ids(vectors: VectorIndex, store: DocumentStore) -> bool:
-    stored = store.rowids()
+    stored = store.vector_ids()
     return len(vectors) == len(stored) and bool((vectors.ids() == stored).all())

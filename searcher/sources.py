@@ -13,6 +13,7 @@ from typing import Any, TextIO
 from .errors import SourceError
 
 DEFAULT_ID_FIELDS = ("_id", "id")
+FAQ_ALTERNATIVES = "alternatives"
 DIRECTORY_SUFFIXES = (".txt", ".md")
 FILE_FORMATS = (".jsonl", ".ndjson", ".csv", ".tsv", ".txt")
 
@@ -24,6 +25,7 @@ class Record:
     id: str
     text: str
     fields: dict[str, Any] = field(default_factory=dict)
+    phrasings: tuple[str, ...] = ()  # other wordings of the same question, each matched on its own
 
 
 def read_records(
@@ -119,13 +121,29 @@ def _read_directory(directory: Path) -> Iterator[Record]:
 def make_record(
     row: dict[str, Any], location: str, fallback_id: str, text_fields: Sequence[str] = (), id_field: str | None = None
 ) -> Record:
-    """A Record from one row: its id field, its text fields joined, every other field as metadata."""
+    """A Record from one row: its id field, its text fields joined, every other field as metadata.
+
+    A FAQ row (question, answer, optional list of alternative phrasings) keeps question and answer as
+    fields too, so a hit can show the matched question and return the answer.
+    """
     id_key = _id_key(row, location, id_field)
     text_keys = _text_keys(row, location, text_fields)
     parts = [_text_value(row[key], location, key) for key in text_keys]
-    fields = {key: value for key, value in row.items() if key != id_key and key not in text_keys}
     record_id = fallback_id if id_key is None else _id_value(row[id_key], location, id_key)
-    return Record(id=record_id, text=" ".join(part for part in parts if part), fields=fields)
+    text = " ".join(part for part in parts if part)
+    if not text_fields and "question" in text_keys:
+        fields = {key: value for key, value in row.items() if key not in (id_key, FAQ_ALTERNATIVES)}
+        return Record(record_id, text, fields, _alternatives(row.get(FAQ_ALTERNATIVES), location))
+    fields = {key: value for key, value in row.items() if key != id_key and key not in text_keys}
+    return Record(id=record_id, text=text, fields=fields)
+
+
+def _alternatives(value: Any, location: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise SourceError(f"{location}: {FAQ_ALTERNATIVES!r} must be a list of strings")
+    return tuple(dict.fromkeys(item.strip() for item in value if item.strip()))
 
 
 def _id_key(row: dict[str, Any], location: str, id_field: str | None) -> str | None:

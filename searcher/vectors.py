@@ -24,7 +24,7 @@ class VectorIndex:
     @classmethod
     def build(cls, dimension: int, ids: np.ndarray, vectors: np.ndarray) -> VectorIndex:
         index = cls.empty(dimension)
-        index.upsert(ids, vectors)
+        index.add(ids, vectors)
         return index
 
     @classmethod
@@ -45,11 +45,13 @@ class VectorIndex:
         """The stored ids, sorted."""
         return np.sort(faiss.vector_to_array(self._index.id_map).astype(np.int64))
 
-    def upsert(self, ids: np.ndarray | list[int], vectors: np.ndarray) -> None:
-        """Add vectors under IDS, replacing any vector already stored under one of them."""
-        ids = np.asarray(ids, dtype=np.int64)
-        self._index.remove_ids(ids)
-        self._index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
+    def add(self, ids: np.ndarray | list[int], vectors: np.ndarray) -> None:
+        """Add VECTORS under new IDS."""
+        self._index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(ids, dtype=np.int64))
+
+    def remove(self, ids: np.ndarray | list[int]) -> None:
+        if len(ids):
+            self._index.remove_ids(np.asarray(ids, dtype=np.int64))
 
     def search(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
         """The K nearest (id, cosine) pairs for one normalized VECTOR, best first."""

@@ -47,7 +47,7 @@ def test_query_json_round_trip(indexed):
     assert (answer["query"], answer["index"]) == (text, "faq")
     assert [r["rank"] for r in answer["results"]] == [1, 2]
     top = answer["results"][0]
-    assert (top["id"], top["fields"]) == ("cancel", {"category": "billing"})
+    assert (top["id"], top["fields"]["category"], top["fields"]["answer"]) == ("cancel", "billing", "Open billing settings.")
     assert top["score"] == pytest.approx(1.0, abs=1e-5)
     assert answer["results"][0]["score"] >= answer["results"][1]["score"]
 

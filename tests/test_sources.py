@@ -22,9 +22,22 @@ def test_empty_title_is_not_joined(tmp_path):
     assert next(read_records(source)).text == "just text"
 
 
-def test_question_and_answer_are_joined_and_other_fields_kept(tmp_path):
+def test_faq_question_and_answer_are_joined_and_kept_as_fields(tmp_path):
     source = write_jsonl(tmp_path / "faq.jsonl", {"id": 7, "question": "Q?", "answer": "A.", "category": "billing"})
-    assert list(read_records(source)) == [Record("7", "Q? A.", {"category": "billing"})]
+    assert list(read_records(source)) == [Record("7", "Q? A.", {"question": "Q?", "answer": "A.", "category": "billing"})]
+
+
+def test_faq_alternatives_become_phrasings(tmp_path):
+    row = {"id": "pw", "question": "Reset password?", "answer": "Use the link.", "alternatives": ["Forgot login", " ", "Forgot login", "Locked out"]}
+    (record,) = read_records(write_jsonl(tmp_path / "faq.jsonl", row))
+    assert record.phrasings == ("Forgot login", "Locked out")
+    assert "alternatives" not in record.fields
+
+
+def test_faq_alternatives_must_be_a_list_of_strings(tmp_path):
+    source = write_jsonl(tmp_path / "faq.jsonl", {"question": "Q?", "answer": "A.", "alternatives": "not a list"})
+    with pytest.raises(SourceError, match="faq.jsonl:1: 'alternatives' must be a list of strings"):
+        list(read_records(source))
 
 
 def test_records_without_ids_get_stable_line_ids(tmp_path):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from searcher.errors import IndexCorruptError
-from searcher.store import DocumentStore
+from searcher.store import DocumentStore, keyword_query
 
 
 @pytest.fixture
@@ -17,30 +17,65 @@ def vectors(*rows):
 
 
 def test_upsert_assigns_rowids_and_counts_new(store):
-    rowids, new = store.upsert([("a", "alpha", {}), ("b", "beta", {"lang": "el"})], vectors([1, 0, 0, 0], [0, 1, 0, 0]))
-    assert new == 2 and len(set(rowids)) == 2
+    rowids, new, dropped = store.upsert_documents([("a", "alpha", {}), ("b", "beta", {"lang": "el"})])
+    assert (new, dropped) == (2, []) and len(set(rowids)) == 2
     documents = store.documents(rowids)
     assert documents[rowids[1]].id == "b"
     assert documents[rowids[1]].fields == {"lang": "el"}
     assert store.manifest()["documents"] == 2
 
 
-def test_replacing_an_id_keeps_its_rowid(store):
-    (first,), _ = store.upsert([("a", "alpha", {})], vectors([1, 0, 0, 0]))
-    (again,), new = store.upsert([("a", "alpha two", {"v": 2})], vectors([0, 0, 1, 0]))
-    assert (again, new) == (first, 0)
-    assert store.count() == 1
+def test_replacing_a_document_keeps_its_rowid_and_drops_its_vectors(store):
+    (first,), _, _ = store.upsert_documents([("a", "alpha", {})])
+    old = store.add_vectors([(first, None), (first, "another wording")], vectors([1, 0, 0, 0], [0, 1, 0, 0]))
+    (again,), new, dropped = store.upsert_documents([("a", "alpha two", {"v": 2})])
+    assert (again, new, sorted(dropped)) == (first, 0, sorted(old))
+    assert store.count() == 1 and len(store.vector_ids()) == 0
     assert store.documents([first])[first].text == "alpha two"
-    rowids, stored = store.vectors(4)
-    np.testing.assert_array_equal(stored, vectors([0, 0, 1, 0]))
 
 
-def test_vectors_round_trip_in_rowid_order(store):
-    given = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
-    rowids, _ = store.upsert([(str(i), f"text {i}", {}) for i in range(5)], given)
+def test_vectors_round_trip_with_their_owners(store):
+    rowids, _, _ = store.upsert_documents([("a", "alpha", {}), ("b", "beta", {})])
+    given = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
+    owners = [(rowids[0], None), (rowids[1], None), (rowids[1], "B?")]
+    ids = store.add_vectors(owners, given)
     stored_ids, stored = store.vectors(4)
-    np.testing.assert_array_equal(stored_ids, sorted(rowids))
+    np.testing.assert_array_equal(stored_ids, ids)
     np.testing.assert_array_equal(stored, given)
+    assert store.vector_owners(ids) == dict(zip(ids, owners))
+    found_owners, found = store.document_vectors([rowids[1]], 4)
+    assert found_owners == owners[1:]
+    np.testing.assert_array_equal(found, given[1:])
+
+
+def test_keyword_search_ranks_by_bm25_with_stemming(store):
+    rowids, _, _ = store.upsert_documents([
+        ("a", "How to index documents quickly", {}),
+        ("b", "Cooking pasta at home", {}),
+        ("c", "Indexing and indexes explained: an index of indexes", {}),
+    ])
+    found = store.keyword_search("indexing", 10)
+    assert [rowid for rowid, _ in found] == [rowids[2], rowids[0]]
+    assert found[0][1] > found[1][1] > 0
+    assert store.keyword_search("indexing", 10, documents=[rowids[0]]) == [found[1]]
+
+
+def test_keyword_index_follows_updates(store):
+    (rowid,), _, _ = store.upsert_documents([("a", "old words", {})])
+    store.upsert_documents([("a", "new words", {})])
+    assert store.keyword_search("old", 5) == []
+    assert [r for r, _ in store.keyword_search("new", 5)] == [rowid]
+
+
+@pytest.mark.parametrize("query", ['"unbalanced', "a AND OR NOT", "prefix*", "(parens) )(", "col:umn", "NEAR(a b)", "^start -minus +plus"])
+def test_fts_syntax_in_user_text_is_harmless(store, query):
+    store.upsert_documents([("a", "a start of something with prefix and parens", {})])
+    assert isinstance(store.keyword_search(query, 5), list)
+
+
+def test_keyword_query_quotes_every_word():
+    assert keyword_query('say "hi" AND bye*') == '"say" OR "hi" OR "and" OR "bye"'
+    assert keyword_query("?!") is None
 
 
 def test_manifest_survives_reopening(store, tmp_path):

@@ -22,10 +22,11 @@ def test_search_equals_brute_force_cosine_ranking():
         np.testing.assert_allclose([s for _, s in found], scores[expected], atol=1e-5)
 
 
-def test_upsert_replaces_the_vector_under_an_id():
+def test_remove_then_add_replaces_the_vector_under_an_id():
     vectors = unit_vectors(3)
     index = VectorIndex.build(16, [1, 2, 3], vectors)
-    index.upsert([2], vectors[:1])
+    index.remove([2])
+    index.add([2], vectors[:1])
     assert len(index) == 3
     assert {i for i, s in index.search(vectors[0], 3) if s > 0.999} == {1, 2}
 
