@@ -211,22 +211,30 @@ def calibrate(index: Index, dataset: BeirDataset, target: float, mode: str = "de
     for query_id, text in dataset.queries.items():
         best = index.search(text, 1, mode)
         outcomes.append((best[0].score, best[0].id in dataset.qrels[query_id]) if best else (float("-inf"), False))
-    outcomes.sort(key=lambda outcome: -outcome[0])
-    correct = np.cumsum([hit for _, hit in outcomes])
-    answered = np.arange(1, len(outcomes) + 1)
-    precision = correct / answered
-    # A threshold at a score admits every query scoring at least that much, ties included.
-    last_of_score = [i for i in range(len(outcomes)) if i + 1 == len(outcomes) or outcomes[i + 1][0] < outcomes[i][0]]
-    reaching = [i for i in last_of_score if precision[i] >= target and outcomes[i][0] > float("-inf")]
-    if not reaching:
-        best = max(last_of_score, key=lambda i: precision[i], default=None)
-        reached = f"; the best is {precision[best]:.3f}, above {outcomes[best][0]:.3f}" if best is not None else ""
-        raise CalibrationError(f"no threshold reaches top-1 precision {target} on {len(outcomes)} queries{reached}")
-    chosen = max(reaching)
-    calibration = Calibration(mode, float(outcomes[chosen][0]), target, float(precision[chosen]),
-                              float(answered[chosen] / len(outcomes)), len(outcomes))
+    threshold, precision, coverage = choose_threshold(outcomes, target)
+    calibration = Calibration(mode, threshold, target, precision, coverage, len(outcomes))
     index.set_threshold(mode, calibration.threshold, {
         "dataset": dataset.name, "target_precision": target, "precision": calibration.precision,
         "coverage": calibration.coverage, "queries": calibration.queries,
     })
     return calibration
+
+
+def choose_threshold(outcomes: list[tuple[float, bool]], target: float) -> tuple[float, float, float]:
+    """(threshold, precision, coverage) for the lowest score whose top-1 precision reaches TARGET.
+
+    OUTCOMES are (best score, best hit relevant) per query; a threshold admits every query scoring at
+    least that much, ties included.
+    """
+    ordered = sorted(outcomes, key=lambda outcome: -outcome[0])
+    correct = np.cumsum([relevant for _, relevant in ordered])
+    answered = np.arange(1, len(ordered) + 1)
+    precision = correct / answered
+    ends = [i for i in range(len(ordered)) if i + 1 == len(ordered) or ordered[i + 1][0] < ordered[i][0]]
+    reaching = [i for i in ends if precision[i] >= target and ordered[i][0] > float("-inf")]
+    if not reaching:
+        best = max(ends, key=lambda i: precision[i], default=None)
+        reached = f"; the best is {precision[best]:.3f}, at {ordered[best][0]:.3f}" if best is not None else ""
+        raise CalibrationError(f"no threshold reaches top-1 precision {target} on {len(ordered)} queries{reached}")
+    chosen = max(reaching)
+    return float(ordered[chosen][0]), float(precision[chosen]), float(answered[chosen] / len(ordered))
