@@ -30,6 +30,7 @@ DEFAULT_HOME = "indexes"
 EMBEDDING_KEYS = ("model", "layer", "pooling", "max_length")
 SEARCH_MODES = ("dense", "keyword", "hybrid")
 HYBRID_DEPTH = 100  # candidates taken from each side before fusion
+KEYWORD_SCAN_FACTOR = 10
 KEYWORD_WEIGHT = 0.1  # weight of the relative BM25 score in hybrid mode
 
 
@@ -309,22 +310,19 @@ class Index:
         vector = self.embedder.embed([text])[0]
         depth = max(k, HYBRID_DEPTH)
         dense = self._dense(vector, depth)
-        keyword = dict(self._store.keyword_search(text, depth))
-        keyword_only = [rowid for rowid in keyword if rowid not in dense]
+        # BM25 scores well past the keyword top `depth`, so dense candidates get theirs from the same query;
+        # a document outside the scan scores far below the best and counts as 0.
+        keyword_ranked = self._store.keyword_search(text, depth * KEYWORD_SCAN_FACTOR)
+        keyword = dict(keyword_ranked)
+        keyword_only = [rowid for rowid, _ in keyword_ranked[:depth] if rowid not in dense]
         if keyword_only:
             owners, vectors = self._store.document_vectors(keyword_only, self._vectors.dimension)
             for (document, phrasing), score in sorted(zip(owners, vectors @ vector), key=lambda item: -item[1]):
                 dense.setdefault(document, (float(score), phrasing))
-        dense_only = [rowid for rowid in dense if rowid not in keyword]
-        if dense_only:
-            keyword.update(self._store.keyword_search(text, len(dense_only), documents=dense_only))
-        best_keyword = max(keyword.values(), default=0.0)
+        best_keyword = keyword_ranked[0][1] if keyword_ranked else 1.0
         return {
-            rowid: (
-                dense.get(rowid, (0.0, None))[0] + keyword_weight * keyword.get(rowid, 0.0) / (best_keyword or 1.0),
-                dense.get(rowid, (0.0, None))[1],
-            )
-            for rowid in dense.keys() | keyword.keys()
+            rowid: (cosine + keyword_weight * keyword.get(rowid, 0.0) / best_keyword, phrasing)
+            for rowid, (cosine, phrasing) in dense.items()
         }
 
     def set_threshold(self, mode: str, threshold: float, calibration: dict[str, Any]) -> None:

@@ -182,17 +182,15 @@ class DocumentStore:
         rows = self.db.execute("SELECT rowid, vector FROM vectors ORDER BY rowid").fetchall()
         return np.array([rowid for rowid, _ in rows], dtype=np.int64), _matrix([blob for _, blob in rows], dimension)
 
-    def keyword_search(self, text: str, k: int, documents: Sequence[int] | None = None) -> list[tuple[int, float]]:
-        """(document rowid, BM25 score) of the K best keyword matches, optionally only among DOCUMENTS."""
+    def keyword_search(self, text: str, k: int) -> list[tuple[int, float]]:
+        """(document rowid, BM25 score) of the K best keyword matches, best first."""
         query = keyword_query(text)
         if query is None:
             return []
-        sql = "SELECT rowid, -bm25(documents_fts) FROM documents_fts WHERE documents_fts MATCH ?"
-        parameters: list[Any] = [query]
-        if documents is not None:
-            sql += f" AND rowid IN ({_marks(documents)})"
-            parameters += list(documents)
-        rows = self.db.execute(sql + " ORDER BY rank LIMIT ?", [*parameters, k])
+        rows = self.db.execute(
+            "SELECT rowid, -bm25(documents_fts) FROM documents_fts WHERE documents_fts MATCH ? ORDER BY rank LIMIT ?",
+            [query, k],
+        )
         return [(rowid, score) for rowid, score in rows]
 
     def close(self) -> None:
