@@ -30,7 +30,7 @@ def measure(dataset: str, settings: Settings) -> dict:
         finished = time.perf_counter()
     return {
         "dataset": os.path.basename(os.path.normpath(dataset)),
-        "documents": report.embedded,
+        "documents": report.documents,
         "truncated": report.truncated,
         "load_s": loaded - started,
         "add_s": finished - loaded,

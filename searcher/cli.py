@@ -125,9 +125,9 @@ def _progress() -> Progress:
 
 
 def _summary(report: AddReport, name: str) -> str:
-    rate = report.embedded / report.seconds if report.seconds else 0.0
-    parts = [f"Indexed {report.embedded:,} documents into {name} in {report.seconds:.1f} s ({rate:,.1f} docs/s): "
-             f"{report.added:,} new, {report.updated:,} replaced"]
+    rate = report.documents / report.seconds if report.seconds else 0.0
+    parts = [f"Indexed {report.documents:,} documents into {name} in {report.seconds:.1f} s ({rate:,.1f} docs/s): "
+             f"{report.added:,} new, {report.updated:,} updated, {report.unchanged:,} unchanged"]
     if report.truncated:
         parts.append(f"{report.truncated:,} longer than {report.max_length} tokens were truncated")
     if report.skipped_empty:

@@ -198,6 +198,8 @@ class Embedder:
 
     def tokenize(self, texts: Sequence[str]) -> Tokenized:
         """Token ids with special tokens, cut to max_length; the cut is counted, never silent."""
+        if not texts:
+            return Tokenized(ids=[], truncated=0)
         encoded = self.tokenizer(
             list(texts),
             truncation=True,

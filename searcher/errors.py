@@ -33,6 +33,10 @@ class IndexExistsError(SearcherError):
     """An index already exists where a new one was to be created."""
 
 
+class IndexLockedError(SearcherError):
+    """Another process kept the index's writer lock for longer than the caller would wait."""
+
+
 class IndexCorruptError(SearcherError):
     """The files of an index are unreadable or disagree with each other."""
 

@@ -6,26 +6,33 @@ queries exactly the way its documents were embedded, as recorded in the manifest
 
 from __future__ import annotations
 
+import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock, Timeout
 
 from .config import Settings
 from .embedder import Embedder
-from .errors import ConfigError, EmptyQueryError, IndexExistsError, IndexNotFoundError, ModelMismatchError
+from .errors import (
+    ConfigError, EmptyQueryError, IndexExistsError, IndexLockedError, IndexNotFoundError, ModelMismatchError,
+)
 from .sources import Record
-from .store import DocumentStore
+from .store import DocumentStore, content_hash, fields_json
 from .vectors import VectorIndex
 
 DOCS_FILE = "docs.sqlite"
 VECTORS_FILE = "vectors.faiss"
+LOCK_FILE = "write.lock"
 DEFAULT_HOME = "indexes"
+log = logging.getLogger("searcher")
 # Manifest keys that decide how text becomes a vector; queries must use the same values.
 EMBEDDING_KEYS = ("model", "layer", "pooling", "max_length")
 SEARCH_MODES = ("dense", "keyword", "hybrid")
@@ -64,6 +71,7 @@ class AddReport:
 
     added: int
     updated: int
+    unchanged: int
     skipped_empty: int
     duplicates: int
     truncated: int
@@ -71,8 +79,17 @@ class AddReport:
     seconds: float
 
     @property
-    def embedded(self) -> int:
-        return self.added + self.updated
+    def documents(self) -> int:
+        """Documents in the input, after empty texts and repeated ids."""
+        return self.added + self.updated + self.unchanged
+
+
+@dataclass
+class _AddPlan:
+    new: list[Record] = field(default_factory=list)
+    changed: list[Record] = field(default_factory=list)
+    fields_only: list[Record] = field(default_factory=list)
+    unchanged: list[Record] = field(default_factory=list)
 
 
 def index_home(home: str | Path | None = None) -> Path:
@@ -101,12 +118,35 @@ def list_indexes(home: str | Path | None = None) -> list[str]:
 class Index:
     """Documents and their vectors under one directory; create with `Index.create`, reopen with `Index.open`."""
 
-    def __init__(self, path: Path, store: DocumentStore, vectors: VectorIndex, device: str = "auto") -> None:
+    def __init__(self, path: Path, store: DocumentStore, device: str = "auto", lock_timeout: float | None = None) -> None:
         self.path = path
         self._store = store
-        self._vectors = vectors
         self._device = device
+        self.lock_timeout = lock_timeout  # seconds a writer waits for another one; None: as long as it takes
         self._embedder: Embedder | None = None
+        self._vectors, self._loaded_generation = self._load_vectors()
+
+    def _load_vectors(self) -> tuple[VectorIndex, int]:
+        """The FAISS file if it reflects SQLite's current state, else a rebuild from the stored vectors."""
+        manifest = self._store.manifest()
+        dimension, generation = manifest["dimension"], manifest.get("generation", 0)
+        vectors_file = self.path / VECTORS_FILE
+        vectors = VectorIndex.load(vectors_file) if vectors_file.exists() else None
+        if vectors is not None and vectors.dimension == dimension and (
+            (manifest.get("vectors_generation") == generation and len(vectors) == self._store.vector_count())
+            or _same_ids(vectors, self._store)
+        ):
+            return vectors, generation
+        log.warning("the vector file of index %s was missing or out of date: rebuilt from the stored vectors", self.name)
+        vectors = VectorIndex.build(dimension, *self._store.vectors(dimension))
+        lock = FileLock(self.path / LOCK_FILE)
+        try:
+            with lock.acquire(timeout=0):  # a writer at work will save its own file
+                vectors.save(vectors_file)
+                self._store.update_manifest({"vectors_generation": generation})
+        except Timeout:
+            pass
+        return vectors, generation
 
     @property
     def name(self) -> str:
@@ -139,31 +179,26 @@ class Index:
             "metric": "cosine",
             "searcher_version": version("searcher"),
             "documents": 0,
+            "generation": 0,
+            "vectors_generation": 0,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         path.mkdir(parents=True, exist_ok=True)
-        store = DocumentStore.create(path / DOCS_FILE, manifest)
-        vectors = VectorIndex.empty(embedder.dimension)
-        vectors.save(path / VECTORS_FILE)
-        index = cls(path, store, vectors, settings.device)
+        VectorIndex.empty(embedder.dimension).save(path / VECTORS_FILE)
+        index = cls(path, DocumentStore.create(path / DOCS_FILE, manifest), settings.device)
         index._embedder = embedder
         return index
 
     @classmethod
-    def open(cls, name_or_path: str | Path, home: str | Path | None = None, device: str = "auto") -> Index:
+    def open(
+        cls, name_or_path: str | Path, home: str | Path | None = None, device: str = "auto", lock_timeout: float | None = None
+    ) -> Index:
         """An existing index; a FAISS file that is missing or disagrees with SQLite is rebuilt from stored vectors."""
         path = index_path(name_or_path, home)
         if not (path / DOCS_FILE).is_file():
             where = f"{path}" if path.exists() else f"{path} (no such directory)"
             raise IndexNotFoundError(f"no index named {str(name_or_path)!r} at {where}")
-        store = DocumentStore.open(path / DOCS_FILE)
-        dimension = store.manifest()["dimension"]
-        vectors_file = path / VECTORS_FILE
-        vectors = VectorIndex.load(vectors_file) if vectors_file.exists() else None
-        if vectors is None or vectors.dimension != dimension or not _same_ids(vectors, store):
-            vectors = VectorIndex.build(dimension, *store.vectors(dimension))
-            vectors.save(vectors_file)
-        return cls(path, store, vectors, device)
+        return cls(path, DocumentStore.open(path / DOCS_FILE), device, lock_timeout)
 
     @property
     def manifest(self) -> dict[str, Any]:
@@ -228,29 +263,88 @@ class Index:
             latest[record.id] = record
         documents = [record for record in latest.values() if record.text.strip()]
         embedder = self.embedder  # loaded (and its fingerprint checked) before anything is written
-        rowids, added, dropped = self._store.upsert_documents([(r.id, r.text, r.fields) for r in documents])
-        self._vectors.remove(dropped)
-        # One vector for each document's text, then one per alternative phrasing.
-        owners = [(rowid, None) for rowid in rowids]
-        owners += [(rowid, phrasing) for rowid, record in zip(rowids, documents) for phrasing in record.phrasings]
-        texts = [record.text for record in documents] + [p for record in documents for p in record.phrasings]
-        tokenized = embedder.tokenize(texts)
-        for positions, vectors in embedder.embed_batches(tokenized, batch_size):
-            batch = [owners[i] for i in positions]
-            self._vectors.add(self._store.add_vectors(batch, vectors), vectors)
-            if progress:
-                progress(sum(1 for _, phrasing in batch if phrasing is None))
-        if texts or dropped:
-            self._vectors.save(self.path / VECTORS_FILE)
+        with self._writing():
+            plan = self._plan(documents)
+            writes = plan.new + plan.changed + plan.fields_only
+            rowids, dropped = self._store.upsert_documents(
+                [(r.id, r.text, r.fields, content_hash(r.text, r.phrasings)) for r in writes],
+                reembed={record.id for record in plan.changed},
+            )
+            self._vectors.remove(dropped)
+            embedding = list(zip(rowids, writes))[: len(plan.new) + len(plan.changed)]
+            # One vector for each document's text, then one per alternative phrasing.
+            owners = [(rowid, None) for rowid, _ in embedding]
+            owners += [(rowid, phrasing) for rowid, record in embedding for phrasing in record.phrasings]
+            texts = [record.text for _, record in embedding] + [p for _, record in embedding for p in record.phrasings]
+            tokenized = embedder.tokenize(texts)
+            for positions, vectors in embedder.embed_batches(tokenized, batch_size):
+                batch = [owners[i] for i in positions]
+                self._vectors.add(self._store.add_vectors(batch, vectors), vectors)
+                if progress:
+                    progress(sum(1 for _, phrasing in batch if phrasing is None))
+            if writes:
+                self._save_vectors()
         return AddReport(
-            added=added,
-            updated=len(documents) - added,
+            added=len(plan.new),
+            updated=len(plan.changed) + len(plan.fields_only),
+            unchanged=len(plan.unchanged),
             skipped_empty=len(latest) - len(documents),
             duplicates=received - len(latest),
-            truncated=tokenized.truncated,
+            truncated=tokenized.truncated if writes else 0,
             max_length=embedder.max_length,
             seconds=time.perf_counter() - started,
         )
+
+    def _plan(self, documents: list[Record]) -> _AddPlan:
+        """Sort records into new, changed (to embed again), fields-only updates and unchanged ones."""
+        stored = self._store.stored([record.id for record in documents])
+        plan = _AddPlan()
+        for record in documents:
+            before = stored.get(record.id)
+            if before is None:
+                plan.new.append(record)
+            elif before[0] != content_hash(record.text, record.phrasings) or before[2] != 1 + len(record.phrasings):
+                plan.changed.append(record)  # a differing vector count means an interrupted earlier run
+            elif before[1] != fields_json(record.fields):
+                plan.fields_only.append(record)
+            else:
+                plan.unchanged.append(record)
+        return plan
+
+    def delete(self, ids: Iterable[str]) -> list[str]:
+        """Remove documents by external id; returns the ids that were found (unknown ids are ignored)."""
+        with self._writing():
+            deleted, dropped = self._store.delete_documents(list(dict.fromkeys(ids)))
+            self._vectors.remove(dropped)
+            if deleted:
+                self._save_vectors()
+        return deleted
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Hold the index's writer lock: one writer at a time, readers never wait."""
+        lock = FileLock(self.path / LOCK_FILE)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            log.warning("waiting for another process writing to index %s", self.name)
+            try:
+                lock.acquire(timeout=-1 if self.lock_timeout is None else self.lock_timeout)
+            except Timeout:
+                raise IndexLockedError(
+                    f"index {self.name!r} is being written by another process; gave up after {self.lock_timeout} s"
+                ) from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def _save_vectors(self) -> None:
+        """Save FAISS atomically, then record which SQLite generation it reflects."""
+        generation = self._store.generation()
+        self._vectors.save(self.path / VECTORS_FILE)
+        self._store.update_manifest({"vectors_generation": generation})
+        self._loaded_generation = generation
 
     def search(
         self,
@@ -272,6 +366,8 @@ class Index:
             raise ConfigError(f"k must be a positive integer, got {k!r}")
         if mode not in SEARCH_MODES:
             raise ConfigError(f"invalid mode {mode!r}: choose one of {', '.join(SEARCH_MODES)}")
+        manifest = self.manifest
+        self._refresh_vectors(manifest)
         if mode == "keyword":
             scored = {rowid: (score, None) for rowid, score in self._store.keyword_search(text, k)}
         elif not len(self._vectors):
@@ -283,7 +379,7 @@ class Index:
         ranked = sorted(scored.items(), key=lambda item: -item[1][0])[:k]
         if min_score is not None:
             ranked = [(rowid, match) for rowid, match in ranked if match[0] >= min_score]
-        threshold = self.manifest.get("thresholds", {}).get(mode)
+        threshold = manifest.get("thresholds", {}).get(mode)
         documents = self._store.documents([rowid for rowid, _ in ranked])
         return [
             Hit(
@@ -291,7 +387,15 @@ class Index:
                 matched=phrasing, below_threshold=threshold is not None and score < threshold,
             )
             for rowid, (score, phrasing) in ranked
+            if rowid in documents  # deleted by a writer since the vectors were loaded
         ]
+
+    def _refresh_vectors(self, manifest: dict[str, Any]) -> None:
+        """Pick up the vector file a writer saved since this index was opened."""
+        saved = manifest.get("vectors_generation")
+        if saved is not None and saved != self._loaded_generation and (self.path / VECTORS_FILE).exists():
+            self._vectors = VectorIndex.load(self.path / VECTORS_FILE)
+            self._loaded_generation = saved
 
     def _dense(self, vector: np.ndarray, k: int) -> dict[int, tuple[float, str | None]]:
         """Best (cosine, phrasing) of the K nearest documents; documents with several phrasings need a deeper look."""
@@ -301,8 +405,9 @@ class Index:
             owners = self._store.vector_owners([vector_id for vector_id, _ in matches])
             best: dict[int, tuple[float, str | None]] = {}
             for vector_id, score in matches:
-                document, phrasing = owners[vector_id]
-                best.setdefault(document, (score, phrasing))
+                if vector_id in owners:  # else replaced by a writer since the vectors were loaded
+                    document, phrasing = owners[vector_id]
+                    best.setdefault(document, (score, phrasing))
             if len(best) >= k or fetch >= len(self._vectors):
                 return best
             fetch = min(fetch * 4, len(self._vectors))

@@ -10,7 +10,7 @@ import hashlib
 import json
 import re
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,8 +59,13 @@ class StoredDocument:
     fields: dict[str, Any]
 
 
-def content_hash(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+def content_hash(text: str, phrasings: Sequence[str] = ()) -> str:
+    """sha256 of everything that is embedded for a document: its text and alternative phrasings."""
+    return hashlib.sha256("\x1f".join([text, *phrasings]).encode("utf-8")).hexdigest()
+
+
+def fields_json(fields: dict[str, Any]) -> str:
+    return json.dumps(fields, ensure_ascii=False, sort_keys=True)
 
 
 def keyword_query(text: str) -> str | None:
@@ -115,44 +120,76 @@ class DocumentStore:
     def count(self) -> int:
         return self.db.execute("SELECT count(*) FROM documents").fetchone()[0]
 
-    def upsert_documents(self, documents: Sequence[tuple[str, str, dict[str, Any]]]) -> tuple[list[int], int, list[int]]:
-        """Insert or replace (id, text, fields) documents in one transaction, dropping replaced documents' vectors.
+    def vector_count(self) -> int:
+        return self.db.execute("SELECT count(*) FROM vectors").fetchone()[0]
 
-        Returns the rowids in input order, how many ids were new, and the rowids of the dropped vectors.
-        A replaced document keeps its rowid.
+    def stored(self, ids: Sequence[str]) -> dict[str, tuple[str, str, int]]:
+        """(content hash, fields JSON, number of vectors) of the given ids that are stored."""
+        rows = self._select_in(
+            "SELECT id, hash, fields, (SELECT count(*) FROM vectors WHERE document = documents.rowid) "
+            "FROM documents WHERE id IN ({})",
+            ids,
+        )
+        return {document_id: (content, fields, vectors) for document_id, content, fields, vectors in rows}
+
+    def upsert_documents(
+        self, documents: Sequence[tuple[str, str, dict[str, Any], str]], reembed: Collection[str] = ()
+    ) -> tuple[list[int], list[int]]:
+        """Insert or replace (id, text, fields, content hash) documents in one transaction.
+
+        A replaced document keeps its rowid; the vectors of the ids in REEMBED are dropped, to be embedded
+        again. Returns the rowids in input order and the ids of the dropped vectors.
         """
-        ids = [document_id for document_id, _, _ in documents]
         with self.db.conn:
-            existing = self._existing_ids(ids)
             rowids = [
-                self.db.execute(
-                    UPSERT, (document_id, text, json.dumps(fields, ensure_ascii=False), content_hash(text))
-                ).fetchone()[0]
-                for document_id, text, fields in documents
+                self.db.execute(UPSERT, (document_id, text, fields_json(fields), content)).fetchone()[0]
+                for document_id, text, fields, content in documents
             ]
-            replaced = [rowid for rowid, document_id in zip(rowids, ids) if document_id in existing]
-            dropped = self._vector_ids_of(replaced)
-            self.db.execute(f"DELETE FROM vectors WHERE document IN ({_marks(replaced)})", replaced)
-            self._write_manifest({"documents": self.count()})
-        return rowids, len(ids) - len(existing), dropped
+            dropped = self._drop_vectors([rowid for rowid, document in zip(rowids, documents) if document[0] in reembed])
+            self._written()
+        return rowids, dropped
+
+    def delete_documents(self, ids: Sequence[str]) -> tuple[list[str], list[int]]:
+        """Delete documents by external id in one transaction; returns the ids found and their dropped vector ids."""
+        with self.db.conn:
+            rows = self._select_in("SELECT rowid, id FROM documents WHERE id IN ({})", ids)
+            rowids = [rowid for rowid, _ in rows]
+            dropped = self._drop_vectors(rowids)
+            for chunk in _chunks(rowids):
+                self.db.execute(f"DELETE FROM documents WHERE rowid IN ({_marks(chunk)})", chunk)
+            self._written()
+        return [document_id for _, document_id in rows], dropped
 
     def add_vectors(self, owners: Sequence[tuple[int, str | None]], vectors: np.ndarray) -> list[int]:
         """Store vectors for (document rowid, phrasing or None) owners in one transaction; returns their ids."""
         with self.db.conn:
-            return [
+            ids = [
                 self.db.execute(
                     "INSERT INTO vectors (document, phrasing, vector) VALUES (?, ?, ?) RETURNING rowid",
                     (document, phrasing, np.asarray(vector, dtype=np.float32).tobytes()),
                 ).fetchone()[0]
                 for (document, phrasing), vector in zip(owners, vectors)
             ]
+            self._written()
+        return ids
 
-    def _existing_ids(self, ids: Sequence[str]) -> set[str]:
-        return {row[0] for row in self.db.execute(f"SELECT id FROM documents WHERE id IN ({_marks(ids)})", list(ids))}
+    def generation(self) -> int:
+        """A counter raised by every write transaction: the state a FAISS file was saved from."""
+        row = self.db.execute("SELECT value FROM manifest WHERE key = 'generation'").fetchone()
+        return json.loads(row[0]) if row else 0
 
-    def _vector_ids_of(self, documents: Sequence[int]) -> list[int]:
-        rows = self.db.execute(f"SELECT rowid FROM vectors WHERE document IN ({_marks(documents)})", list(documents))
-        return [row[0] for row in rows]
+    def _written(self) -> None:
+        self._write_manifest({"documents": self.count(), "generation": self.generation() + 1})
+
+    def _drop_vectors(self, documents: Sequence[int]) -> list[int]:
+        dropped = [row[0] for row in self._select_in("SELECT rowid FROM vectors WHERE document IN ({})", documents)]
+        for chunk in _chunks(documents):
+            self.db.execute(f"DELETE FROM vectors WHERE document IN ({_marks(chunk)})", chunk)
+        return dropped
+
+    def _select_in(self, sql: str, values: Sequence[Any]) -> list[tuple]:
+        """Rows of SQL with its `IN ({})` filled with VALUES, in chunks under SQLite's variable limit."""
+        return [row for chunk in _chunks(values) for row in self.db.execute(sql.format(_marks(chunk)), chunk).fetchall()]
 
     def documents(self, rowids: Sequence[int]) -> dict[int, StoredDocument]:
         rows = self.db.execute(
@@ -199,6 +236,10 @@ class DocumentStore:
 
 def _marks(values: Sequence[Any]) -> str:
     return ",".join("?" * len(values))
+
+
+def _chunks(values: Sequence[Any], size: int = 10_000) -> list[list[Any]]:
+    return [list(values[start : start + size]) for start in range(0, len(values), size)]
 
 
 def _matrix(blobs: list[bytes], dimension: int) -> np.ndarray:

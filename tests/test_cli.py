@@ -36,7 +36,7 @@ def test_index_prints_a_summary(indexed, faq_file, tiny_model):
     result = run("index", faq_file, "--index", "faq", "--home", indexed)
     assert result.exit_code == 0, result.output
     assert "Indexed 3 documents into faq" in result.stdout
-    assert "0 new, 3 replaced" in result.stdout
+    assert "0 new, 0 updated, 3 unchanged" in result.stdout
 
 
 def test_query_json_round_trip(indexed):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from searcher.errors import IndexCorruptError
-from searcher.store import DocumentStore, keyword_query
+from searcher.store import DocumentStore, content_hash, keyword_query
 
 
 @pytest.fixture
@@ -16,26 +16,64 @@ def vectors(*rows):
     return np.array(rows, dtype=np.float32)
 
 
-def test_upsert_assigns_rowids_and_counts_new(store):
-    rowids, new, dropped = store.upsert_documents([("a", "alpha", {}), ("b", "beta", {"lang": "el"})])
-    assert (new, dropped) == (2, []) and len(set(rowids)) == 2
+def docs(*rows):
+    """(id, text, fields) rows as upsert_documents takes them, with their content hash."""
+    return [(doc_id, text, fields, content_hash(text)) for doc_id, text, fields in rows]
+
+
+def test_upsert_assigns_rowids(store):
+    rowids, dropped = store.upsert_documents(docs(("a", "alpha", {}), ("b", "beta", {"lang": "el"})))
+    assert dropped == [] and len(set(rowids)) == 2
     documents = store.documents(rowids)
     assert documents[rowids[1]].id == "b"
     assert documents[rowids[1]].fields == {"lang": "el"}
     assert store.manifest()["documents"] == 2
+    assert store.stored(["a", "b", "zz"]) == {"a": (content_hash("alpha"), "{}", 0), "b": (content_hash("beta"), '{"lang": "el"}', 0)}
 
 
-def test_replacing_a_document_keeps_its_rowid_and_drops_its_vectors(store):
-    (first,), _, _ = store.upsert_documents([("a", "alpha", {})])
+def test_replacing_a_document_keeps_its_rowid_and_drops_vectors_to_reembed(store):
+    (first,), _ = store.upsert_documents(docs(("a", "alpha", {})))
     old = store.add_vectors([(first, None), (first, "another wording")], vectors([1, 0, 0, 0], [0, 1, 0, 0]))
-    (again,), new, dropped = store.upsert_documents([("a", "alpha two", {"v": 2})])
-    assert (again, new, sorted(dropped)) == (first, 0, sorted(old))
+    assert store.stored(["a"])["a"][2] == 2
+    (again,), dropped = store.upsert_documents(docs(("a", "alpha two", {"v": 2})), reembed={"a"})
+    assert (again, sorted(dropped)) == (first, sorted(old))
     assert store.count() == 1 and len(store.vector_ids()) == 0
     assert store.documents([first])[first].text == "alpha two"
 
 
+def test_fields_only_update_keeps_vectors(store):
+    (first,), _ = store.upsert_documents(docs(("a", "alpha", {})))
+    store.add_vectors([(first, None)], vectors([1, 0, 0, 0]))
+    _, dropped = store.upsert_documents(docs(("a", "alpha", {"v": 2})))
+    assert dropped == [] and len(store.vector_ids()) == 1
+
+
+def test_delete_removes_documents_vectors_and_keywords(store):
+    rowids, _ = store.upsert_documents(docs(("a", "alpha words", {}), ("b", "beta words", {})))
+    ids = store.add_vectors([(rowids[0], None), (rowids[1], None)], vectors([1, 0, 0, 0], [0, 1, 0, 0]))
+    deleted, dropped = store.delete_documents(["a", "missing"])
+    assert (deleted, dropped) == (["a"], [ids[0]])
+    assert store.count() == 1 and list(store.vector_ids()) == [ids[1]]
+    assert [r for r, _ in store.keyword_search("words", 5)] == [rowids[1]]
+    assert store.manifest()["documents"] == 1
+
+
+def test_every_write_raises_the_generation(store):
+    start = store.generation()
+    (rowid,), _ = store.upsert_documents(docs(("a", "alpha", {})))
+    store.add_vectors([(rowid, None)], vectors([1, 0, 0, 0]))
+    store.delete_documents(["a"])
+    assert store.generation() == start + 3
+
+
+def test_large_id_lists_are_chunked(store):
+    many = [(str(i), f"text {i}", {}) for i in range(25_000)]
+    store.upsert_documents(docs(*many))
+    assert len(store.stored([doc_id for doc_id, _, _ in many])) == 25_000
+
+
 def test_vectors_round_trip_with_their_owners(store):
-    rowids, _, _ = store.upsert_documents([("a", "alpha", {}), ("b", "beta", {})])
+    rowids, _ = store.upsert_documents(docs(("a", "alpha", {}), ("b", "beta", {})))
     given = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
     owners = [(rowids[0], None), (rowids[1], None), (rowids[1], "B?")]
     ids = store.add_vectors(owners, given)
@@ -49,26 +87,26 @@ def test_vectors_round_trip_with_their_owners(store):
 
 
 def test_keyword_search_ranks_by_bm25_with_stemming(store):
-    rowids, _, _ = store.upsert_documents([
+    rowids, _ = store.upsert_documents(docs(
         ("a", "How to index documents quickly", {}),
         ("b", "Cooking pasta at home", {}),
         ("c", "Indexing and indexes explained: an index of indexes", {}),
-    ])
+    ))
     found = store.keyword_search("indexing", 10)
     assert [rowid for rowid, _ in found] == [rowids[2], rowids[0]]
     assert found[0][1] > found[1][1] > 0
 
 
 def test_keyword_index_follows_updates(store):
-    (rowid,), _, _ = store.upsert_documents([("a", "old words", {})])
-    store.upsert_documents([("a", "new words", {})])
+    (rowid,), _ = store.upsert_documents(docs(("a", "old words", {})))
+    store.upsert_documents(docs(("a", "new words", {})))
     assert store.keyword_search("old", 5) == []
     assert [r for r, _ in store.keyword_search("new", 5)] == [rowid]
 
 
 @pytest.mark.parametrize("query", ['"unbalanced', "a AND OR NOT", "prefix*", "(parens) )(", "col:umn", "NEAR(a b)", "^start -minus +plus"])
 def test_fts_syntax_in_user_text_is_harmless(store, query):
-    store.upsert_documents([("a", "a start of something with prefix and parens", {})])
+    store.upsert_documents(docs(("a", "a start of something with prefix and parens", {})))
     assert isinstance(store.keyword_search(query, 5), list)
 
 
