@@ -6,6 +6,7 @@ Every SearcherError and usage error ends as one line on stderr and a non-zero ex
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import tempfile
 from pathlib import Path
@@ -26,8 +27,8 @@ from .config import Settings, load_settings
 from .demo import run_demo
 from .embedder import Embedder
 from .evaluate import RETRIEVAL_METRICS, STS_METRICS, BeirDataset, calibrate, evaluate, load_dataset, sweep
-from .errors import ConfigError, OutputError, SearcherError
-from .index import AddReport, Index, list_indexes
+from .errors import ConfigError, OutputError, SearcherError, SourceError
+from .index import AddReport, Index, drop_index, list_indexes
 from .inspect import ContextReport, Inspector, PairCosine, inspector
 from .plots import plot_context, plot_histogram
 from .sources import read_records
@@ -40,6 +41,7 @@ class OneLineErrors(TyperGroup):
     """Turns library and usage errors into `Error: ...` on stderr with an exit code, never a traceback."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # type: ignore[override]
+        logging.basicConfig(format="%(message)s", level=logging.WARNING)  # library warnings as plain stderr lines
         try:
             result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except SearcherError as error:
@@ -67,9 +69,10 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 
-HomeOption = Annotated[Optional[Path], typer.Option("--home", help="Directory of named indexes [default: $SEARCHER_HOME or ./indexes].")]
+HomeOption = Annotated[Optional[Path], typer.Option("--home", help="Directory of named indexes (default: $SEARCHER_HOME or ./indexes).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-ModelOption = Annotated[Optional[str], typer.Option("--model", help="Model id or directory [default: the bundled all-MiniLM-L6-v2].")]
+LockTimeoutOption = Annotated[Optional[float], typer.Option("--lock-timeout", help="Seconds to wait for another writer (default: as long as it takes).")]
+ModelOption = Annotated[Optional[str], typer.Option("--model", help="Model id or directory (default: the bundled all-MiniLM-L6-v2).")]
 StrategyOption = Annotated[str, typer.Option("--strategy", help="Word vectors from the last four layers (sum4, concat4, mean4) or one layer (layer:N).")]
 SubwordOption = Annotated[str, typer.Option("--subword", help="How a word's WordPiece vectors merge: first, mean or sum.")]
 PlotOption = Annotated[Optional[Path], typer.Option("--plot", help="Also write a PNG figure to this file (needs searcher[plot]).")]
@@ -80,27 +83,87 @@ def index(
     source: Annotated[str, typer.Argument(help="A .jsonl/.csv/.tsv/.txt file, a directory of .txt/.md files, a BEIR directory, or - for JSONL on stdin.")],
     name: Annotated[str, typer.Option("--index", "-i", help="Index name (under --home) or path.")],
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML settings file; flags override it.")] = None,
-    model: Annotated[Optional[str], typer.Option(help="Model id or directory [default: the bundled all-MiniLM-L6-v2].")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Model id or directory (default: the bundled all-MiniLM-L6-v2).")] = None,
     layer: Annotated[Optional[str], typer.Option(help="Hidden layer to pool: auto or an integer (0 = embeddings, -1 = last).")] = None,
     pooling: Annotated[Optional[str], typer.Option(help="auto, mean, max or cls.")] = None,
     text_field: Annotated[Optional[list[str]], typer.Option("--text-field", help="Field to embed (repeatable; joined with spaces).")] = None,
-    id_field: Annotated[Optional[str], typer.Option(help="Field holding the document id [default: _id, then id].")] = None,
+    id_field: Annotated[Optional[str], typer.Option(help="Field holding the document id (default: _id, then id).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Texts per forward pass.")] = None,
-    max_length: Annotated[Optional[int], typer.Option(help="Token limit [default: the model's].")] = None,
+    max_length: Annotated[Optional[int], typer.Option(help="Token limit (default: the model's).")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or mps.")] = None,
+    on_error: Annotated[str, typer.Option("--on-error", help="A malformed record: stop, or skip it and report.")] = "stop",
+    lock_timeout: LockTimeoutOption = None,
     home: HomeOption = None,
 ) -> None:
-    """Embed documents from SOURCE into an index (created if new; existing ids are replaced)."""
+    """Embed documents from SOURCE into an index (created if new; changed ids are replaced, unchanged skipped)."""
+    if on_error not in ("stop", "skip"):
+        raise ConfigError(f"invalid --on-error {on_error!r}: choose stop or skip")
     settings = load_settings(
         config, model=model, layer=layer, pooling=pooling, text_fields=text_field, id_field=id_field,
         batch_size=batch_size, max_length=max_length, device=device, home=str(home) if home else None,
     )
-    records = list(read_records(source, settings.text_fields, settings.id_field))
+    skipped: list[SourceError] = []
+    records = list(read_records(source, settings.text_fields, settings.id_field, skipped.append if on_error == "skip" else None))
     with Index.open_or_create(name, settings) as target:
+        target.lock_timeout = lock_timeout
         with _progress() as progress:
             task = progress.add_task(f"Indexing into {target.name}", total=len(records))
             report = target.add(records, settings.batch_size, lambda done: progress.advance(task, done))
         console.print(_summary(report, target.name), highlight=False, soft_wrap=True)
+    if skipped:
+        errors.print(f"Skipped {len(skipped):,} malformed records; the first: {skipped[0]}", markup=False, soft_wrap=True)
+
+
+@app.command()
+def delete(
+    ids: Annotated[Optional[list[str]], typer.Argument(help="External ids of the documents to delete.")] = None,
+    name: Annotated[str, typer.Option("--index", "-i", help="Index name (under --home) or path.")] = ...,
+    from_file: Annotated[Optional[Path], typer.Option("--from", help="A file of ids, one per line.")] = None,
+    lock_timeout: LockTimeoutOption = None,
+    home: HomeOption = None,
+) -> None:
+    """Delete documents by id (from the arguments and/or --from FILE)."""
+    wanted = list(ids or [])
+    if from_file:
+        try:
+            wanted += [line.strip() for line in from_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError) as error:
+            raise SourceError(f"cannot read {from_file}: {getattr(error, 'strerror', None) or error}") from None
+    if not wanted:
+        raise ConfigError("nothing to delete: give ids as arguments or with --from FILE")
+    with Index.open(name, home, lock_timeout=lock_timeout) as target:
+        deleted = target.delete(wanted)
+    missing = len(set(wanted)) - len(deleted)
+    console.print(f"Deleted {len(deleted):,} documents from {name}" + (f"; {missing:,} ids were not in it" if missing else ""))
+
+
+@app.command()
+def drop(
+    name: Annotated[str, typer.Argument(help="Index name (under --home) or path.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    home: HomeOption = None,
+) -> None:
+    """Delete an index and all its files."""
+    if not yes and not typer.confirm(f"Delete index {name} and all its documents?"):
+        raise typer.Abort()
+    console.print(f"Deleted index {name} ({drop_index(name, home)})")
+
+
+@app.command()
+def check(
+    name: Annotated[str, typer.Argument(help="Index name (under --home) or path.")],
+    repair: Annotated[bool, typer.Option("--repair", help="Rebuild the derived parts from docs.sqlite first.")] = False,
+    home: HomeOption = None,
+) -> None:
+    """Verify counts, vectors, keyword index and vector file; exit 1 if anything is wrong."""
+    with Index.open(name, home) as target:
+        problems = target.check(repair=repair)
+        documents = len(target)
+    for problem in problems:
+        errors.print(f"Problem: {problem}", markup=False, soft_wrap=True)
+    if problems:
+        raise SearcherError(f"index {name} has {len(problems)} problem(s)" + ("" if repair else "; try --repair"))
+    console.print(f"Index {name} is consistent: {documents:,} documents" + (" (repaired)" if repair else ""))
 
 
 class RateColumn(ProgressColumn):
@@ -356,12 +419,12 @@ def embed(
     texts: Annotated[Optional[list[str]], typer.Argument(help="Texts to embed.")] = None,
     stdin: Annotated[bool, typer.Option("--stdin", help="Read one text per line from standard input.")] = False,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write here instead of standard output.")] = None,
-    output_format: Annotated[Optional[str], typer.Option("--format", help="npy or jsonl [default: npy for a .npy --out, else jsonl].")] = None,
+    output_format: Annotated[Optional[str], typer.Option("--format", help="npy or jsonl (default: npy for a .npy --out, else jsonl).")] = None,
     name: Annotated[Optional[str], typer.Option("--index", "-i", help="Embed exactly as this index does (its manifest's settings).")] = None,
     model: ModelOption = None,
     layer: Annotated[Optional[str], typer.Option(help="Hidden layer to pool: auto or an integer.")] = None,
     pooling: Annotated[Optional[str], typer.Option(help="auto, mean, max or cls.")] = None,
-    max_length: Annotated[Optional[int], typer.Option(help="Token limit [default: the model's].")] = None,
+    max_length: Annotated[Optional[int], typer.Option(help="Token limit (default: the model's).")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or mps.")] = None,
     home: HomeOption = None,
 ) -> None:
@@ -410,7 +473,7 @@ def eval_command(
     layer: Annotated[str, typer.Option(help="auto or integers, comma-separated to compare several.")] = "auto",
     pooling: Annotated[str, typer.Option(help="auto, mean, max, cls; comma-separated to compare several.")] = "auto",
     mode: Annotated[str, typer.Option(help="Search modes to score, comma-separated.")] = "dense",
-    max_length: Annotated[Optional[int], typer.Option(help="Token limit [default: the model's].")] = None,
+    max_length: Annotated[Optional[int], typer.Option(help="Token limit (default: the model's).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Texts per forward pass.")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or mps.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Also write the JSON results to this file.")] = None,

@@ -33,6 +33,14 @@ class IndexExistsError(SearcherError):
     """An index already exists where a new one was to be created."""
 
 
+class IndexVersionError(SearcherError):
+    """The index was written by a searcher whose format this one cannot read."""
+
+
+class IndexWriteError(SearcherError):
+    """The index's files could not be written (disk full, read-only, I/O error); nothing stored was lost."""
+
+
 class IndexLockedError(SearcherError):
     """Another process kept the index's writer lock for longer than the caller would wait."""
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -22,10 +23,11 @@ from filelock import FileLock, Timeout
 from .config import Settings
 from .embedder import Embedder
 from .errors import (
-    ConfigError, EmptyQueryError, IndexExistsError, IndexLockedError, IndexNotFoundError, ModelMismatchError,
+    ConfigError, EmptyQueryError, IndexCorruptError, IndexExistsError, IndexLockedError, IndexNotFoundError,
+    ModelMismatchError,
 )
 from .sources import Record
-from .store import DocumentStore, content_hash, fields_json
+from .store import FORMAT, DocumentStore, content_hash, fields_json
 from .vectors import VectorIndex
 
 DOCS_FILE = "docs.sqlite"
@@ -175,6 +177,7 @@ class Index:
             "pooling": embedder.pooling,
             "max_length": embedder.max_length,
             "dimension": embedder.dimension,
+            "format": FORMAT,
             "normalized": True,
             "metric": "cosine",
             "searcher_version": version("searcher"),
@@ -440,6 +443,33 @@ class Index:
             "calibration": manifest.get("calibration", {}) | {mode: calibration},
         })
 
+    def check(self, repair: bool = False) -> list[str]:
+        """What is wrong with the index (empty: nothing); with REPAIR, first rebuild what can be rebuilt.
+
+        Repair rebuilds the keyword index and the vector file from SQLite, and embeds documents left
+        without a vector by an interrupted run; it never loses a stored document.
+        """
+        if repair:
+            with self._writing():
+                self._store.repair()
+                bare = self._store.documents_without_vectors()
+                if bare:
+                    vectors = self.embedder.embed([document.text for document in bare])
+                    self._store.add_vectors([(document.rowid, None) for document in bare], vectors)
+                dimension = self.manifest["dimension"]
+                self._vectors = VectorIndex.build(dimension, *self._store.vectors(dimension))
+                self._save_vectors()
+        found = self._store.problems(self.manifest["dimension"])
+        vectors_file = self.path / VECTORS_FILE
+        try:
+            on_disk = VectorIndex.load(vectors_file) if vectors_file.exists() else None
+        except IndexCorruptError as error:
+            found.append(str(error))
+        else:
+            if on_disk is None or not _same_ids(on_disk, self._store):
+                found.append(f"{vectors_file.name} is missing or out of step with docs.sqlite (rebuilt in memory on open)")
+        return found
+
     def info(self) -> dict[str, Any]:
         """Name, path, document count, size on disk and manifest."""
         return {
@@ -458,6 +488,19 @@ class Index:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def drop_index(name_or_path: str | Path, home: str | Path | None = None) -> Path:
+    """Delete an index's directory, once no writer holds it; refuses a directory that is not an index."""
+    path = index_path(name_or_path, home)
+    if not (path / DOCS_FILE).is_file():
+        raise IndexNotFoundError(f"no index named {str(name_or_path)!r} at {path}")
+    try:
+        with FileLock(path / LOCK_FILE).acquire(timeout=0):
+            shutil.rmtree(path)
+    except Timeout:
+        raise IndexLockedError(f"index {str(name_or_path)!r} is being written by another process") from None
+    return path
 
 
 def _same_ids(vectors: VectorIndex, store: DocumentStore) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -16,6 +16,7 @@ DEFAULT_ID_FIELDS = ("_id", "id")
 FAQ_ALTERNATIVES = "alternatives"
 DIRECTORY_SUFFIXES = (".txt", ".md")
 FILE_FORMATS = (".jsonl", ".ndjson", ".csv", ".tsv", ".txt")
+OnError = Callable[[SourceError], None] | None
 
 
 @dataclass(frozen=True)
@@ -29,29 +30,33 @@ class Record:
 
 
 def read_records(
-    source: str | Path, text_fields: Sequence[str] = (), id_field: str | None = None
+    source: str | Path,
+    text_fields: Sequence[str] = (),
+    id_field: str | None = None,
+    on_error: Callable[[SourceError], None] | None = None,
 ) -> Iterator[Record]:
     """Records from a JSONL/CSV/TSV/TXT file, a directory of .txt/.md files, a BEIR directory, or "-" (stdin).
 
-    A source without a single record is an error, not an empty success.
+    A bad line stops the reading with a SourceError naming it, unless ON_ERROR is given: then it is
+    handed the error and reading goes on. A source without a single record is an error.
     """
     found = False
-    for record in _read_source(source, text_fields, id_field):
+    for record in _read_source(source, text_fields, id_field, on_error):
         found = True
         yield record
     if not found:
         raise SourceError(f"{'<stdin>' if str(source) == '-' else source}: no documents found")
 
 
-def _read_source(source: str | Path, text_fields: Sequence[str], id_field: str | None) -> Iterator[Record]:
+def _read_source(source: str | Path, text_fields: Sequence[str], id_field: str | None, on_error: OnError) -> Iterator[Record]:
     if str(source) == "-":
-        yield from _read_jsonl(sys.stdin, "<stdin>", text_fields, id_field)
+        yield from _read_jsonl(sys.stdin, "<stdin>", text_fields, id_field, on_error)
         return
     path = Path(source)
     if path.is_dir():
         corpus = path / "corpus.jsonl"
         if corpus.is_file():
-            yield from _read_source(corpus, text_fields, id_field)
+            yield from _read_source(corpus, text_fields, id_field, on_error)
         else:
             yield from _read_directory(path)
         return
@@ -61,9 +66,9 @@ def _read_source(source: str | Path, text_fields: Sequence[str], id_field: str |
     with _open_text(path) as handle:
         try:
             if suffix in (".jsonl", ".ndjson"):
-                yield from _read_jsonl(handle, str(path), text_fields, id_field)
+                yield from _read_jsonl(handle, str(path), text_fields, id_field, on_error)
             elif suffix in (".csv", ".tsv"):
-                yield from _read_table(handle, path, "\t" if suffix == ".tsv" else ",", text_fields, id_field)
+                yield from _read_table(handle, path, "\t" if suffix == ".tsv" else ",", text_fields, id_field, on_error)
             else:
                 for line_number, line in enumerate(handle, start=1):
                     yield Record(id=f"{path.name}:{line_number}", text=line.strip())
@@ -80,29 +85,50 @@ def _open_text(path: Path) -> TextIO:
         raise SourceError(f"cannot read {path}: {error.strerror}") from None
 
 
-def _read_jsonl(handle: Iterable[str], name: str, text_fields: Sequence[str], id_field: str | None) -> Iterator[Record]:
+def _read_jsonl(
+    handle: Iterable[str], name: str, text_fields: Sequence[str], id_field: str | None, on_error: OnError
+) -> Iterator[Record]:
     for line_number, line in enumerate(handle, start=1):
-        if not line.strip():
-            continue
-        location = f"{name}:{line_number}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise SourceError(f"{location}: invalid JSON: {error.msg} (column {error.colno})") from None
-        if not isinstance(row, dict):
-            raise SourceError(f"{location}: expected a JSON object, got {type(row).__name__}")
-        yield make_record(row, location, f"{Path(name).name}:{line_number}", text_fields, id_field)
+        if line.strip():
+            yield from _guarded(on_error, _jsonl_record, line, f"{name}:{line_number}",
+                                f"{Path(name).name}:{line_number}", text_fields, id_field)
 
 
-def _read_table(handle: TextIO, path: Path, delimiter: str, text_fields: Sequence[str], id_field: str | None) -> Iterator[Record]:
+def _jsonl_record(line: str, location: str, fallback_id: str, text_fields: Sequence[str], id_field: str | None) -> Record:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise SourceError(f"{location}: invalid JSON: {error.msg} (column {error.colno})") from None
+    if not isinstance(row, dict):
+        raise SourceError(f"{location}: expected a JSON object, got {type(row).__name__}")
+    return make_record(row, location, fallback_id, text_fields, id_field)
+
+
+def _read_table(
+    handle: TextIO, path: Path, delimiter: str, text_fields: Sequence[str], id_field: str | None, on_error: OnError
+) -> Iterator[Record]:
     reader = csv.DictReader(handle, delimiter=delimiter)
     if not reader.fieldnames:
         raise SourceError(f"{path}: empty file, expected a header line")
     for row in reader:
-        location = f"{path}:{reader.line_num}"
-        if None in row:
-            raise SourceError(f"{location}: more values than the header's {len(reader.fieldnames)} columns")
-        yield make_record(row, location, f"{path.name}:{reader.line_num}", text_fields, id_field)
+        yield from _guarded(on_error, _table_record, row, f"{path}:{reader.line_num}", f"{path.name}:{reader.line_num}",
+                            len(reader.fieldnames), text_fields, id_field)
+
+
+def _table_record(row: dict, location: str, fallback_id: str, columns: int, text_fields: Sequence[str], id_field: str | None) -> Record:
+    if None in row:
+        raise SourceError(f"{location}: more values than the header's {columns} columns")
+    return make_record(row, location, fallback_id, text_fields, id_field)
+
+
+def _guarded(on_error: OnError, build: Callable[..., Record], *arguments: Any) -> Iterator[Record]:
+    """The record BUILD makes, or none when it fails and ON_ERROR takes the error instead of stopping."""
+    try:
+        yield build(*arguments)
+    except SourceError as error:
+        if on_error is None:
+            raise
+        on_error(error)
 
 
 def _read_directory(directory: Path) -> Iterator[Record]:

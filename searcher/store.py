@@ -10,7 +10,8 @@ import hashlib
 import json
 import re
 import sqlite3
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 import sqlite_utils
 
-from .errors import IndexCorruptError
+from .errors import IndexCorruptError, IndexVersionError, IndexWriteError
 
 # AUTOINCREMENT: a deleted row's rowid (a FAISS id) is never handed to another row.
 SCHEMA = """
@@ -44,6 +45,9 @@ INSERT INTO documents (id, text, fields, hash) VALUES (?, ?, ?, ?)
 ON CONFLICT(id) DO UPDATE SET text = excluded.text, fields = excluded.fields, hash = excluded.hash
 RETURNING rowid
 """
+
+BUSY_TIMEOUT_S = 60
+FORMAT = 1  # layout of docs.sqlite; raised when a newer searcher changes it
 
 # Porter stemming over unicode61 words: "indexes" finds "indexing".
 FTS_TOKENIZER = "porter"
@@ -83,7 +87,7 @@ class DocumentStore:
 
     @classmethod
     def create(cls, path: Path, manifest: dict[str, Any]) -> DocumentStore:
-        db = sqlite_utils.Database(path)
+        db = _connect(path)
         db.enable_wal()
         with db.conn:
             db.conn.executescript(SCHEMA)
@@ -96,19 +100,35 @@ class DocumentStore:
     @classmethod
     def open(cls, path: Path) -> DocumentStore:
         try:
-            db = sqlite_utils.Database(path)
+            db = _connect(path)
             tables = set(db.table_names())
         except sqlite3.DatabaseError as error:
             raise IndexCorruptError(f"{path}: not a readable index database ({error})") from None
         if not {"documents", "vectors", "manifest", "documents_fts"} <= tables:
             raise IndexCorruptError(f"{path}: not a searcher index database (tables: {', '.join(sorted(tables)) or 'none'})")
-        return cls(db, path)
+        store = cls(db, path)
+        manifest = store.manifest()
+        if manifest.get("format", FORMAT) > FORMAT:
+            raise IndexVersionError(
+                f"{path} was written by searcher {manifest.get('searcher_version')} in a newer format "
+                f"({manifest['format']}; this searcher reads {FORMAT}): upgrade searcher"
+            )
+        return store
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One write transaction; a full disk or read-only file becomes an IndexWriteError, with nothing half-written."""
+        try:
+            with self.db.conn:
+                yield
+        except sqlite3.OperationalError as error:
+            raise IndexWriteError(f"cannot write {self.path}: {error}") from None
 
     def manifest(self) -> dict[str, Any]:
         return {row["key"]: json.loads(row["value"]) for row in self.db["manifest"].rows}
 
     def update_manifest(self, values: dict[str, Any]) -> None:
-        with self.db.conn:
+        with self._transaction():
             self._write_manifest(values)
 
     def _write_manifest(self, values: dict[str, Any]) -> None:
@@ -140,7 +160,7 @@ class DocumentStore:
         A replaced document keeps its rowid; the vectors of the ids in REEMBED are dropped, to be embedded
         again. Returns the rowids in input order and the ids of the dropped vectors.
         """
-        with self.db.conn:
+        with self._transaction():
             rowids = [
                 self.db.execute(UPSERT, (document_id, text, fields_json(fields), content)).fetchone()[0]
                 for document_id, text, fields, content in documents
@@ -151,7 +171,7 @@ class DocumentStore:
 
     def delete_documents(self, ids: Sequence[str]) -> tuple[list[str], list[int]]:
         """Delete documents by external id in one transaction; returns the ids found and their dropped vector ids."""
-        with self.db.conn:
+        with self._transaction():
             rows = self._select_in("SELECT rowid, id FROM documents WHERE id IN ({})", ids)
             rowids = [rowid for rowid, _ in rows]
             dropped = self._drop_vectors(rowids)
@@ -162,7 +182,7 @@ class DocumentStore:
 
     def add_vectors(self, owners: Sequence[tuple[int, str | None]], vectors: np.ndarray) -> list[int]:
         """Store vectors for (document rowid, phrasing or None) owners in one transaction; returns their ids."""
-        with self.db.conn:
+        with self._transaction():
             ids = [
                 self.db.execute(
                     "INSERT INTO vectors (document, phrasing, vector) VALUES (?, ?, ?) RETURNING rowid",
@@ -230,8 +250,50 @@ class DocumentStore:
         )
         return [(rowid, score) for rowid, score in rows]
 
+    def problems(self, dimension: int) -> list[str]:
+        """Everything wrong inside docs.sqlite: file integrity, counts, vectors, keyword index."""
+        found = []
+        integrity = self.db.execute("PRAGMA integrity_check").fetchone()[0]
+        if integrity != "ok":
+            found.append(f"SQLite integrity check: {integrity}")
+        if self.manifest().get("documents") != self.count():
+            found.append(f"the manifest counts {self.manifest().get('documents')} documents; there are {self.count()}")
+        bare = self.documents_without_vectors()
+        if bare:
+            found.append(f"{len(bare)} documents have no vector (an interrupted run), e.g. {bare[0].id!r}")
+        orphans = self.db.execute("SELECT count(*) FROM vectors WHERE document NOT IN (SELECT rowid FROM documents)").fetchone()[0]
+        if orphans:
+            found.append(f"{orphans} vectors belong to no document")
+        _, vectors = self.vectors(dimension)
+        off = int((np.abs(np.linalg.norm(vectors, axis=1) - 1.0) > 1e-3).sum()) if len(vectors) else 0
+        if off:
+            found.append(f"{off} vectors are not of unit length")
+        try:
+            self.db.execute("INSERT INTO documents_fts(documents_fts) VALUES ('integrity-check')")
+        except sqlite3.DatabaseError:
+            found.append("the keyword index is out of step with the documents")
+        return found
+
+    def documents_without_vectors(self) -> list[StoredDocument]:
+        rows = self.db.execute(
+            "SELECT rowid, id, text, fields FROM documents WHERE rowid NOT IN (SELECT document FROM vectors)"
+        )
+        return [StoredDocument(rowid, doc_id, text, json.loads(fields)) for rowid, doc_id, text, fields in rows]
+
+    def repair(self) -> None:
+        """Rebuild what SQLite can rebuild alone: the keyword index, the count, and drop orphan vectors."""
+        with self._transaction():
+            self.db.execute("DELETE FROM vectors WHERE document NOT IN (SELECT rowid FROM documents)")
+            self.db.execute("INSERT INTO documents_fts(documents_fts) VALUES ('rebuild')")
+            self._written()
+
     def close(self) -> None:
         self.db.close()
+
+
+def _connect(path: Path) -> sqlite_utils.Database:
+    # Writers take the index's file lock first, so waiting here is only for WAL checkpoints: be patient.
+    return sqlite_utils.Database(sqlite3.connect(path, timeout=BUSY_TIMEOUT_S))
 
 
 def _marks(values: Sequence[Any]) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from .errors import IndexCorruptError
+from .errors import IndexCorruptError, IndexWriteError
 
 
 class VectorIndex:
@@ -61,12 +61,16 @@ class VectorIndex:
     def save(self, path: Path) -> None:
         """Write to a temporary file, fsync, then rename over PATH: readers see the old or the new file."""
         temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        faiss.write_index(self._index, str(temporary))
-        with open(temporary, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-        directory = os.open(path.parent, os.O_RDONLY)
         try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+            faiss.write_index(self._index, str(temporary))
+            with open(temporary, "rb") as handle:
+                os.fsync(handle.fileno())
+            os.replace(temporary, path)
+            directory = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
+        except (OSError, RuntimeError) as error:  # faiss reports a failed write as RuntimeError
+            temporary.unlink(missing_ok=True)
+            raise IndexWriteError(f"cannot write {path}: {str(error).splitlines()[0]}") from None
