@@ -41,7 +41,9 @@ class OneLineErrors(TyperGroup):
     """Turns library and usage errors into `Error: ...` on stderr with an exit code, never a traceback."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # type: ignore[override]
-        logging.basicConfig(format="%(message)s", level=logging.WARNING)  # library warnings as plain stderr lines
+        library_log = logging.getLogger("searcher")
+        if not any(isinstance(handler, WarningLines) for handler in library_log.handlers):
+            library_log.addHandler(WarningLines(logging.WARNING))
         try:
             result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except SearcherError as error:
@@ -56,8 +58,20 @@ class OneLineErrors(TyperGroup):
         sys.exit(result if isinstance(result, int) else 0)
 
 
+class WarningLines(logging.Handler):
+    """The library's warnings as `Warning: ...` lines on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        say(f"Warning: {record.getMessage()}", errors)
+
+
+def say(message: str, stream: Console = console) -> None:
+    """One line of plain output, never wrapped or colored by rich."""
+    stream.print(message, soft_wrap=True, highlight=False, markup=False)
+
+
 def _fail(message: str, code: int) -> None:
-    errors.print(f"Error: {message}", markup=False, highlight=False, soft_wrap=True)
+    say(f"Error: {message}", errors)
     sys.exit(code)
 
 
@@ -109,9 +123,9 @@ def index(
         with _progress() as progress:
             task = progress.add_task(f"Indexing into {target.name}", total=len(records))
             report = target.add(records, settings.batch_size, lambda done: progress.advance(task, done))
-        console.print(_summary(report, target.name), highlight=False, soft_wrap=True)
+        say(_summary(report, target.name))
     if skipped:
-        errors.print(f"Skipped {len(skipped):,} malformed records; the first: {skipped[0]}", markup=False, soft_wrap=True)
+        say(f"Skipped {len(skipped):,} malformed records; the first: {skipped[0]}", errors)
 
 
 @app.command()
@@ -134,7 +148,7 @@ def delete(
     with Index.open(name, home, lock_timeout=lock_timeout) as target:
         deleted = target.delete(wanted)
     missing = len(set(wanted)) - len(deleted)
-    console.print(f"Deleted {len(deleted):,} documents from {name}" + (f"; {missing:,} ids were not in it" if missing else ""))
+    say(f"Deleted {len(deleted):,} documents from {name}" + (f"; {missing:,} ids were not in it" if missing else ""))
 
 
 @app.command()
@@ -146,7 +160,7 @@ def drop(
     """Delete an index and all its files."""
     if not yes and not typer.confirm(f"Delete index {name} and all its documents?"):
         raise typer.Abort()
-    console.print(f"Deleted index {name} ({drop_index(name, home)})")
+    say(f"Deleted index {name} ({drop_index(name, home)})")
 
 
 @app.command()
@@ -160,10 +174,10 @@ def check(
         problems = target.check(repair=repair)
         documents = len(target)
     for problem in problems:
-        errors.print(f"Problem: {problem}", markup=False, soft_wrap=True)
+        say(f"Problem: {problem}", errors)
     if problems:
         raise SearcherError(f"index {name} has {len(problems)} problem(s)" + ("" if repair else "; try --repair"))
-    console.print(f"Index {name} is consistent: {documents:,} documents" + (" (repaired)" if repair else ""))
+    say(f"Index {name} is consistent: {documents:,} documents" + (" (repaired)" if repair else ""))
 
 
 class RateColumn(ProgressColumn):
@@ -229,9 +243,9 @@ def query(
         table.add_row(str(rank), f"{hit.score:.3f}", hit.id, *cells, style="dim" if hit.below_threshold else None)
     console.print(table)
     if not hits:
-        console.print("No results" + (f" scoring at least {min_score}." if min_score is not None else "."))
+        say("No results" + (f" scoring at least {min_score}." if min_score is not None else "."))
     elif hits[0].below_threshold:
-        console.print(f"No good match: the best score {hits[0].score:.3f} is below the calibrated threshold {threshold:.3f}.")
+        say(f"No good match: the best score {hits[0].score:.3f} is below the calibrated threshold {threshold:.3f}.")
 
 
 def _snippet(text: str, width: int = 120) -> str:
@@ -285,7 +299,7 @@ def list_command(json_output: JsonOption = False, home: HomeOption = None) -> No
 @app.command()
 def demo() -> None:
     """Index a sample support FAQ and answer questions that share no keywords with their answers."""
-    console.print("Indexing examples/faq.jsonl (a support FAQ for the fictional Nimbus Notes) with the bundled model…")
+    say("Indexing examples/faq.jsonl (a support FAQ for the fictional Nimbus Notes) with the bundled model…")
     with tempfile.TemporaryDirectory(prefix="searcher-demo-") as home:
         answers = run_demo(home)
     table = Table("customer question", "matched FAQ entry", "score", "", title="Questions → best FAQ match")
@@ -293,7 +307,7 @@ def demo() -> None:
         table.add_row(answer.question, answer.matched_question, f"{answer.hit.score:.3f}", "✓" if answer.correct else "✗")
     console.print(table)
     correct = sum(answer.correct for answer in answers)
-    console.print(f"{correct} of {len(answers)} questions found their FAQ entry, with no shared keywords.")
+    say(f"{correct} of {len(answers)} questions found their FAQ entry, with no shared keywords.")
 
 
 @app.command()
@@ -367,7 +381,7 @@ def context(
         return
     _context_table(report)
     if plot:
-        console.print(f"Wrote {plot}")
+        say(f"Wrote {plot}")
 
 
 def _pairs(pairs: list[PairCosine]) -> list[dict[str, Any]]:
@@ -411,7 +425,7 @@ def hist(
         table.add_row(f"p{percent}", f"{value:.4f}")
     console.print(table)
     if plot:
-        console.print(f"Wrote {plot}")
+        say(f"Wrote {plot}")
 
 
 @app.command()
@@ -445,10 +459,10 @@ def embed(
     vectors = embedder.embed_tokenized(tokenized)
     _write_vectors(texts, vectors, output_format, out)
     if tokenized.truncated:
-        errors.print(f"Warning: {tokenized.truncated} text(s) longer than {embedder.max_length} tokens were truncated")
+        say(f"Warning: {tokenized.truncated} text(s) longer than {embedder.max_length} tokens were truncated", errors)
     if out:
-        console.print(f"Wrote {len(texts)} vectors of dimension {embedder.dimension} to {out} "
-                      f"({embedder.model_id}, layer {embedder.layer}, {embedder.pooling} pooling)", soft_wrap=True)
+        say(f"Wrote {len(texts)} vectors of dimension {embedder.dimension} to {out} "
+                      f"({embedder.model_id}, layer {embedder.layer}, {embedder.pooling} pooling)")
 
 
 def _write_vectors(texts: list[str], vectors: np.ndarray, output_format: str, out: Path | None) -> None:
@@ -483,7 +497,7 @@ def eval_command(
     data = load_dataset(dataset, split)
     base = Settings().replace(model=model, max_length=max_length, batch_size=batch_size, device=device)
     configs = sweep(_split_list(layer), _split_list(pooling), base)
-    results = evaluate(data, configs, _split_list(mode), progress=lambda step: errors.print(f"Evaluating {step}…"))
+    results = evaluate(data, configs, _split_list(mode), progress=lambda step: say(f"Evaluating {step}…", errors))
     report = results[0] if len(results) == 1 else results
     if out:
         try:
@@ -511,10 +525,10 @@ def calibrate_command(
         raise ConfigError(f"{dataset}: calibration needs a BEIR directory with judged queries")
     with Index.open(name, home) as target:
         result = calibrate(target, data, precision, mode)
-    console.print(
+    say(
         f"Threshold {result.threshold:.4f} for {mode} search in {name}: top-1 precision {result.precision:.3f} "
         f"on the {result.coverage:.1%} of {result.queries:,} questions scoring at least that; "
-        "the others now get \"no good match\".", soft_wrap=True, highlight=False,
+        "the others now get \"no good match\"."
     )
 
 
@@ -536,9 +550,9 @@ def _results_table(results: list[dict[str, Any]], title: str) -> None:
         table.add_row(f"{key} s", *(f"{r['seconds'][key]:.1f}" for r in results))
     console.print(table)
     if "queries" in results[0]:
-        console.print(f"{results[0]['queries']:,} judged queries, {results[0]['docs']:,} documents")
+        say(f"{results[0]['queries']:,} judged queries, {results[0]['docs']:,} documents")
     else:
-        console.print(f"{results[0]['pairs']:,} sentence pairs")
+        say(f"{results[0]['pairs']:,} sentence pairs")
 
 
 def _print_json(value: Any) -> None:

@@ -133,13 +133,16 @@ class Index:
         manifest = self._store.manifest()
         dimension, generation = manifest["dimension"], manifest.get("generation", 0)
         vectors_file = self.path / VECTORS_FILE
-        vectors = VectorIndex.load(vectors_file) if vectors_file.exists() else None
+        try:
+            vectors = VectorIndex.load(vectors_file) if vectors_file.exists() else None
+        except IndexCorruptError:
+            vectors = None  # derived data: rebuilt below like a missing file
         if vectors is not None and vectors.dimension == dimension and (
             (manifest.get("vectors_generation") == generation and len(vectors) == self._store.vector_count())
             or _same_ids(vectors, self._store)
         ):
             return vectors, generation
-        log.warning("the vector file of index %s was missing or out of date: rebuilt from the stored vectors", self.name)
+        log.warning("the vector file of index %s was missing, unreadable or out of date: rebuilt from the stored vectors", self.name)
         vectors = VectorIndex.build(dimension, *self._store.vectors(dimension))
         lock = FileLock(self.path / LOCK_FILE)
         try:
