@@ -266,6 +266,10 @@ class Embedder:
         states = self._hidden_states(ids, mask, segments)
         return torch.stack(states)[:, 0].float().cpu().numpy()
 
+    def embed_token_ids(self, ids: list[list[int]]) -> np.ndarray:
+        """Vectors for already tokenized texts (from `tokenize`), in one forward pass."""
+        return self._forward(ids)
+
     def _forward(self, ids: list[list[int]]) -> np.ndarray:
         batch = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt")
         mask = batch["attention_mask"].to(self.device)

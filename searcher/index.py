@@ -271,24 +271,34 @@ class Index:
         embedder = self.embedder  # loaded (and its fingerprint checked) before anything is written
         with self._writing():
             plan = self._plan(documents)
-            writes = plan.new + plan.changed + plan.fields_only
-            rowids, dropped = self._store.upsert_documents(
-                [(r.id, r.text, r.fields, content_hash(r.text, r.phrasings)) for r in writes],
-                reembed={record.id for record in plan.changed},
-            )
-            self._vectors.remove(dropped)
-            embedding = list(zip(rowids, writes))[: len(plan.new) + len(plan.changed)]
-            # One vector for each document's text, then one per alternative phrasing.
-            owners = [(rowid, None) for rowid, _ in embedding]
-            owners += [(rowid, phrasing) for rowid, record in embedding for phrasing in record.phrasings]
-            texts = [record.text for _, record in embedding] + [p for _, record in embedding for p in record.phrasings]
-            tokenized = embedder.tokenize(texts)
-            for positions, vectors in embedder.embed_batches(tokenized, batch_size):
-                batch = [owners[i] for i in positions]
-                self._vectors.add(self._store.add_vectors(batch, vectors), vectors)
+            if plan.fields_only:
+                with self._store.transaction():
+                    self._store.upsert_documents([_row(record) for record in plan.fields_only])
+            pending = plan.new + plan.changed
+            reembed = {record.id for record in plan.changed}
+            # Every text to embed: each document's own, then its alternative phrasings.
+            owners = [(i, None) for i in range(len(pending))]
+            owners += [(i, phrasing) for i, record in enumerate(pending) for phrasing in record.phrasings]
+            tokenized = embedder.tokenize([pending[i].text if p is None else p for i, p in owners])
+            texts_of: dict[int, list[int]] = {}
+            for position, (i, _) in enumerate(owners):
+                texts_of.setdefault(i, []).append(position)
+            # Longest documents first keeps padding small; a document and its vectors commit together,
+            # so an interrupted run leaves only complete documents behind.
+            order = sorted(range(len(pending)), key=lambda i: len(tokenized.ids[i]), reverse=True)
+            for start in range(0, len(order), batch_size):
+                batch = order[start : start + batch_size]
+                positions = [position for i in batch for position in texts_of[i]]
+                vectors = embedder.embed_token_ids([tokenized.ids[position] for position in positions])
+                with self._store.transaction():
+                    rowids, dropped = self._store.upsert_documents([_row(pending[i]) for i in batch], reembed)
+                    rowid_of = dict(zip(batch, rowids))
+                    vector_ids = self._store.add_vectors([(rowid_of[owners[p][0]], owners[p][1]) for p in positions], vectors)
+                self._vectors.remove(dropped)
+                self._vectors.add(vector_ids, vectors)
                 if progress:
-                    progress(sum(1 for _, phrasing in batch if phrasing is None))
-            if writes:
+                    progress(len(batch))
+            if pending or plan.fields_only:
                 self._save_vectors()
         return AddReport(
             added=len(plan.new),
@@ -296,7 +306,7 @@ class Index:
             unchanged=len(plan.unchanged),
             skipped_empty=len(latest) - len(documents),
             duplicates=received - len(latest),
-            truncated=tokenized.truncated if writes else 0,
+            truncated=tokenized.truncated,
             max_length=embedder.max_length,
             seconds=time.perf_counter() - started,
         )
@@ -320,7 +330,8 @@ class Index:
     def delete(self, ids: Iterable[str]) -> list[str]:
         """Remove documents by external id; returns the ids that were found (unknown ids are ignored)."""
         with self._writing():
-            deleted, dropped = self._store.delete_documents(list(dict.fromkeys(ids)))
+            with self._store.transaction():
+                deleted, dropped = self._store.delete_documents(list(dict.fromkeys(ids)))
             self._vectors.remove(dropped)
             if deleted:
                 self._save_vectors()
@@ -458,7 +469,8 @@ class Index:
                 bare = self._store.documents_without_vectors()
                 if bare:
                     vectors = self.embedder.embed([document.text for document in bare])
-                    self._store.add_vectors([(document.rowid, None) for document in bare], vectors)
+                    with self._store.transaction():
+                        self._store.add_vectors([(document.rowid, None) for document in bare], vectors)
                 dimension = self.manifest["dimension"]
                 self._vectors = VectorIndex.build(dimension, *self._store.vectors(dimension))
                 self._save_vectors()
@@ -491,6 +503,11 @@ class Index:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _row(record: Record) -> tuple[str, str, dict[str, Any], str]:
+    """A record as the store writes it: id, text, fields and the hash of what gets embedded."""
+    return record.id, record.text, record.fields, content_hash(record.text, record.phrasings)
 
 
 def drop_index(name_or_path: str | Path, home: str | Path | None = None) -> Path:

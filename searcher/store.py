@@ -116,11 +116,15 @@ class DocumentStore:
         return store
 
     @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        """One write transaction; a full disk or read-only file becomes an IndexWriteError, with nothing half-written."""
+    def transaction(self) -> Iterator[None]:
+        """One write transaction that raises the generation; the writing methods below run inside one.
+
+        A full disk or read-only file becomes an IndexWriteError, with nothing half-written.
+        """
         try:
             with self.db.conn:
                 yield
+                self._write_manifest({"documents": self.count(), "generation": self.generation() + 1})
         except sqlite3.OperationalError as error:
             raise IndexWriteError(f"cannot write {self.path}: {error}") from None
 
@@ -128,8 +132,12 @@ class DocumentStore:
         return {row["key"]: json.loads(row["value"]) for row in self.db["manifest"].rows}
 
     def update_manifest(self, values: dict[str, Any]) -> None:
-        with self._transaction():
-            self._write_manifest(values)
+        """Record facts about the index (not its contents): the generation stays as it is."""
+        try:
+            with self.db.conn:
+                self._write_manifest(values)
+        except sqlite3.OperationalError as error:
+            raise IndexWriteError(f"cannot write {self.path}: {error}") from None
 
     def _write_manifest(self, values: dict[str, Any]) -> None:
         self.db.conn.executemany(
@@ -155,51 +163,40 @@ class DocumentStore:
     def upsert_documents(
         self, documents: Sequence[tuple[str, str, dict[str, Any], str]], reembed: Collection[str] = ()
     ) -> tuple[list[int], list[int]]:
-        """Insert or replace (id, text, fields, content hash) documents in one transaction.
+        """Insert or replace (id, text, fields, content hash) documents.
 
         A replaced document keeps its rowid; the vectors of the ids in REEMBED are dropped, to be embedded
         again. Returns the rowids in input order and the ids of the dropped vectors.
         """
-        with self._transaction():
-            rowids = [
-                self.db.execute(UPSERT, (document_id, text, fields_json(fields), content)).fetchone()[0]
-                for document_id, text, fields, content in documents
-            ]
-            dropped = self._drop_vectors([rowid for rowid, document in zip(rowids, documents) if document[0] in reembed])
-            self._written()
-        return rowids, dropped
+        rowids = [
+            self.db.execute(UPSERT, (document_id, text, fields_json(fields), content)).fetchone()[0]
+            for document_id, text, fields, content in documents
+        ]
+        return rowids, self._drop_vectors([rowid for rowid, document in zip(rowids, documents) if document[0] in reembed])
 
     def delete_documents(self, ids: Sequence[str]) -> tuple[list[str], list[int]]:
-        """Delete documents by external id in one transaction; returns the ids found and their dropped vector ids."""
-        with self._transaction():
-            rows = self._select_in("SELECT rowid, id FROM documents WHERE id IN ({})", ids)
-            rowids = [rowid for rowid, _ in rows]
-            dropped = self._drop_vectors(rowids)
-            for chunk in _chunks(rowids):
-                self.db.execute(f"DELETE FROM documents WHERE rowid IN ({_marks(chunk)})", chunk)
-            self._written()
+        """Delete documents by external id; returns the ids found and their dropped vector ids."""
+        rows = self._select_in("SELECT rowid, id FROM documents WHERE id IN ({})", ids)
+        rowids = [rowid for rowid, _ in rows]
+        dropped = self._drop_vectors(rowids)
+        for chunk in _chunks(rowids):
+            self.db.execute(f"DELETE FROM documents WHERE rowid IN ({_marks(chunk)})", chunk)
         return [document_id for _, document_id in rows], dropped
 
     def add_vectors(self, owners: Sequence[tuple[int, str | None]], vectors: np.ndarray) -> list[int]:
-        """Store vectors for (document rowid, phrasing or None) owners in one transaction; returns their ids."""
-        with self._transaction():
-            ids = [
-                self.db.execute(
-                    "INSERT INTO vectors (document, phrasing, vector) VALUES (?, ?, ?) RETURNING rowid",
-                    (document, phrasing, np.asarray(vector, dtype=np.float32).tobytes()),
-                ).fetchone()[0]
-                for (document, phrasing), vector in zip(owners, vectors)
-            ]
-            self._written()
-        return ids
+        """Store vectors for (document rowid, phrasing or None) owners; returns their ids."""
+        return [
+            self.db.execute(
+                "INSERT INTO vectors (document, phrasing, vector) VALUES (?, ?, ?) RETURNING rowid",
+                (document, phrasing, np.asarray(vector, dtype=np.float32).tobytes()),
+            ).fetchone()[0]
+            for (document, phrasing), vector in zip(owners, vectors)
+        ]
 
     def generation(self) -> int:
         """A counter raised by every write transaction: the state a FAISS file was saved from."""
         row = self.db.execute("SELECT value FROM manifest WHERE key = 'generation'").fetchone()
         return json.loads(row[0]) if row else 0
-
-    def _written(self) -> None:
-        self._write_manifest({"documents": self.count(), "generation": self.generation() + 1})
 
     def _drop_vectors(self, documents: Sequence[int]) -> list[int]:
         dropped = [row[0] for row in self._select_in("SELECT rowid FROM vectors WHERE document IN ({})", documents)]
@@ -282,10 +279,9 @@ class DocumentStore:
 
     def repair(self) -> None:
         """Rebuild what SQLite can rebuild alone: the keyword index, the count, and drop orphan vectors."""
-        with self._transaction():
+        with self.transaction():
             self.db.execute("DELETE FROM vectors WHERE document NOT IN (SELECT rowid FROM documents)")
             self.db.execute("INSERT INTO documents_fts(documents_fts) VALUES ('rebuild')")
-            self._written()
 
     def close(self) -> None:
         self.db.close()

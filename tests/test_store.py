@@ -16,13 +16,19 @@ def vectors(*rows):
     return np.array(rows, dtype=np.float32)
 
 
+def written(store, method, *arguments, **keywords):
+    """Call a writing method of STORE inside its own transaction."""
+    with store.transaction():
+        return method(*arguments, **keywords)
+
+
 def docs(*rows):
     """(id, text, fields) rows as upsert_documents takes them, with their content hash."""
     return [(doc_id, text, fields, content_hash(text)) for doc_id, text, fields in rows]
 
 
 def test_upsert_assigns_rowids(store):
-    rowids, dropped = store.upsert_documents(docs(("a", "alpha", {}), ("b", "beta", {"lang": "el"})))
+    rowids, dropped = written(store, store.upsert_documents, docs(("a", "alpha", {}), ("b", "beta", {"lang": "el"})))
     assert dropped == [] and len(set(rowids)) == 2
     documents = store.documents(rowids)
     assert documents[rowids[1]].id == "b"
@@ -32,26 +38,26 @@ def test_upsert_assigns_rowids(store):
 
 
 def test_replacing_a_document_keeps_its_rowid_and_drops_vectors_to_reembed(store):
-    (first,), _ = store.upsert_documents(docs(("a", "alpha", {})))
-    old = store.add_vectors([(first, None), (first, "another wording")], vectors([1, 0, 0, 0], [0, 1, 0, 0]))
+    (first,), _ = written(store, store.upsert_documents, docs(("a", "alpha", {})))
+    old = written(store, store.add_vectors, [(first, None), (first, "another wording")], vectors([1, 0, 0, 0], [0, 1, 0, 0]))
     assert store.stored(["a"])["a"][2] == 2
-    (again,), dropped = store.upsert_documents(docs(("a", "alpha two", {"v": 2})), reembed={"a"})
+    (again,), dropped = written(store, store.upsert_documents, docs(("a", "alpha two", {"v": 2})), reembed={"a"})
     assert (again, sorted(dropped)) == (first, sorted(old))
     assert store.count() == 1 and len(store.vector_ids()) == 0
     assert store.documents([first])[first].text == "alpha two"
 
 
 def test_fields_only_update_keeps_vectors(store):
-    (first,), _ = store.upsert_documents(docs(("a", "alpha", {})))
-    store.add_vectors([(first, None)], vectors([1, 0, 0, 0]))
-    _, dropped = store.upsert_documents(docs(("a", "alpha", {"v": 2})))
+    (first,), _ = written(store, store.upsert_documents, docs(("a", "alpha", {})))
+    written(store, store.add_vectors, [(first, None)], vectors([1, 0, 0, 0]))
+    _, dropped = written(store, store.upsert_documents, docs(("a", "alpha", {"v": 2})))
     assert dropped == [] and len(store.vector_ids()) == 1
 
 
 def test_delete_removes_documents_vectors_and_keywords(store):
-    rowids, _ = store.upsert_documents(docs(("a", "alpha words", {}), ("b", "beta words", {})))
-    ids = store.add_vectors([(rowids[0], None), (rowids[1], None)], vectors([1, 0, 0, 0], [0, 1, 0, 0]))
-    deleted, dropped = store.delete_documents(["a", "missing"])
+    rowids, _ = written(store, store.upsert_documents, docs(("a", "alpha words", {}), ("b", "beta words", {})))
+    ids = written(store, store.add_vectors, [(rowids[0], None), (rowids[1], None)], vectors([1, 0, 0, 0], [0, 1, 0, 0]))
+    deleted, dropped = written(store, store.delete_documents, ["a", "missing"])
     assert (deleted, dropped) == (["a"], [ids[0]])
     assert store.count() == 1 and list(store.vector_ids()) == [ids[1]]
     assert [r for r, _ in store.keyword_search("words", 5)] == [rowids[1]]
@@ -60,23 +66,23 @@ def test_delete_removes_documents_vectors_and_keywords(store):
 
 def test_every_write_raises_the_generation(store):
     start = store.generation()
-    (rowid,), _ = store.upsert_documents(docs(("a", "alpha", {})))
-    store.add_vectors([(rowid, None)], vectors([1, 0, 0, 0]))
-    store.delete_documents(["a"])
+    (rowid,), _ = written(store, store.upsert_documents, docs(("a", "alpha", {})))
+    written(store, store.add_vectors, [(rowid, None)], vectors([1, 0, 0, 0]))
+    written(store, store.delete_documents, ["a"])
     assert store.generation() == start + 3
 
 
 def test_large_id_lists_are_chunked(store):
     many = [(str(i), f"text {i}", {}) for i in range(25_000)]
-    store.upsert_documents(docs(*many))
+    written(store, store.upsert_documents, docs(*many))
     assert len(store.stored([doc_id for doc_id, _, _ in many])) == 25_000
 
 
 def test_vectors_round_trip_with_their_owners(store):
-    rowids, _ = store.upsert_documents(docs(("a", "alpha", {}), ("b", "beta", {})))
+    rowids, _ = written(store, store.upsert_documents, docs(("a", "alpha", {}), ("b", "beta", {})))
     given = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
     owners = [(rowids[0], None), (rowids[1], None), (rowids[1], "B?")]
-    ids = store.add_vectors(owners, given)
+    ids = written(store, store.add_vectors, owners, given)
     stored_ids, stored = store.vectors(4)
     np.testing.assert_array_equal(stored_ids, ids)
     np.testing.assert_array_equal(stored, given)
@@ -87,7 +93,7 @@ def test_vectors_round_trip_with_their_owners(store):
 
 
 def test_keyword_search_ranks_by_bm25_with_stemming(store):
-    rowids, _ = store.upsert_documents(docs(
+    rowids, _ = written(store, store.upsert_documents, docs(
         ("a", "How to index documents quickly", {}),
         ("b", "Cooking pasta at home", {}),
         ("c", "Indexing and indexes explained: an index of indexes", {}),
@@ -98,15 +104,15 @@ def test_keyword_search_ranks_by_bm25_with_stemming(store):
 
 
 def test_keyword_index_follows_updates(store):
-    (rowid,), _ = store.upsert_documents(docs(("a", "old words", {})))
-    store.upsert_documents(docs(("a", "new words", {})))
+    (rowid,), _ = written(store, store.upsert_documents, docs(("a", "old words", {})))
+    written(store, store.upsert_documents, docs(("a", "new words", {})))
     assert store.keyword_search("old", 5) == []
     assert [r for r, _ in store.keyword_search("new", 5)] == [rowid]
 
 
 @pytest.mark.parametrize("query", ['"unbalanced', "a AND OR NOT", "prefix*", "(parens) )(", "col:umn", "NEAR(a b)", "^start -minus +plus"])
 def test_fts_syntax_in_user_text_is_harmless(store, query):
-    store.upsert_documents(docs(("a", "a start of something with prefix and parens", {})))
+    written(store, store.upsert_documents, docs(("a", "a start of something with prefix and parens", {})))
     assert isinstance(store.keyword_search(query, 5), list)
 
 
