@@ -1,0 +1,118 @@
+"""Killed writers and concurrent readers: an index stays consistent and loses no committed document."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from searcher import Index
+
+DOCUMENTS = 600
+KILLS = 20
+
+
+def write_corpus(path, version):
+    rng = random.Random(5)
+    words = "support billing account password export sync note share mobile team invoice".split()
+    with path.open("w") as handle:
+        for i in range(DOCUMENTS):
+            text = f"document {i} version {version}: " + " ".join(rng.choice(words) for _ in range(rng.randint(5, 60)))
+            handle.write(json.dumps({"id": f"doc-{i}", "text": text}) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_corpus(tmp_path_factory.mktemp("crash") / "corpus.jsonl", 0)
+
+
+def expected_texts(corpus):
+    return {row["id"]: row["text"] for row in map(json.loads, corpus.read_text().splitlines())}
+
+
+def index_command(corpus, home, model):
+    return [sys.executable, "-m", "searcher", "index", str(corpus), "--index", "crash", "--model", str(model),
+            "--home", str(home), "--batch-size", "16"]
+
+
+def timed_run(corpus, home, model):
+    """Seconds until the index file appears (start-up) and until the run ends."""
+    started = time.monotonic()
+    process = subprocess.Popen(index_command(corpus, home, model), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not (home / "crash" / "docs.sqlite").exists() and process.poll() is None:
+        time.sleep(0.05)
+    created = time.monotonic() - started
+    assert process.wait(timeout=300) == 0
+    return created, time.monotonic() - started
+
+
+def assert_consistent(home, versions, rng, sample=15):
+    """check() passes, and every stored document is one whole version of itself and is found by its text."""
+    with Index.open("crash", home) as index:
+        assert index.check() == []
+        stored = dict(index._store.db.execute("SELECT id, text FROM documents").fetchall())
+        assert all(any(text == version[doc] for version in versions) for doc, text in stored.items())
+        for document_id in rng.sample(sorted(stored), min(sample, len(stored))):
+            hit = index.search(stored[document_id], k=1)[0]
+            assert (hit.id, hit.text) == (document_id, stored[document_id])
+        return len(stored)
+
+
+def test_killed_indexing_recovers_and_completes(corpus, tiny_model, tmp_path):
+    # Two versions of every document: each run replaces what the previous one wrote, so every kill lands
+    # in the middle of real work (new documents first, replacements after).
+    sources = [corpus, write_corpus(tmp_path / "corpus-v1.jsonl", 1)]
+    versions = [expected_texts(source) for source in sources]
+    rng = random.Random(2024)
+    home = tmp_path / "home"
+    start_up, full_run = timed_run(corpus, tmp_path / "timing", tiny_model)
+    kills = recoveries = checked = 0
+    deadline = time.monotonic() + 480
+    while kills < KILLS and time.monotonic() < deadline:
+        process = subprocess.Popen(index_command(sources[kills % 2], home, tiny_model),
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(start_up, full_run))
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        kills += 1
+        if (home / "crash" / "docs.sqlite").exists():
+            checked += assert_consistent(home, versions, rng)
+            recoveries += 1
+    assert kills == KILLS, f"only {kills} kills within the time bound"
+    assert recoveries >= KILLS - 2 and checked > 0, (recoveries, checked)
+    subprocess.run(index_command(corpus, home, tiny_model), check=True, capture_output=True, timeout=300)
+    with Index.open("crash", home) as index:
+        assert index.check() == []
+        assert dict(index._store.db.execute("SELECT id, text FROM documents").fetchall()) == versions[0]
+        assert len(index._vectors) == DOCUMENTS
+    print(f"\n{kills} kills, {recoveries} recoveries checked, {checked} committed documents seen after kills")
+
+
+def test_readers_keep_answering_while_a_writer_works(corpus, tiny_model, tmp_path):
+    texts = expected_texts(corpus)
+    home = tmp_path / "home"
+    first = corpus.parent / "first.jsonl"
+    first.write_text("".join(line + "\n" for line in corpus.read_text().splitlines()[:200]))
+    subprocess.run(index_command(first, home, tiny_model), check=True, capture_output=True, timeout=300)
+    writer = subprocess.Popen(index_command(corpus, home, tiny_model), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    reader = Index.open("crash", home)
+    queries = errors = 0
+    rng = random.Random(7)
+    deadline = time.monotonic() + 120
+    while writer.poll() is None and time.monotonic() < deadline:
+        document_id = f"doc-{rng.randrange(DOCUMENTS)}"
+        try:
+            hits = reader.search(texts[document_id], k=5)
+            assert all(hit.text == texts[hit.id] for hit in hits)
+        except Exception:  # any error at all is a failure of the guarantee
+            errors += 1
+        queries += 1
+    assert writer.wait(timeout=300) == 0, writer.stderr.read()
+    assert errors == 0 and queries > 20
+    assert reader.search(texts["doc-599"], k=1)[0].id == "doc-599"
