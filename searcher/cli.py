@@ -29,7 +29,7 @@ from .embedder import Embedder
 from .evaluate import RETRIEVAL_METRICS, STS_METRICS, BeirDataset, calibrate, evaluate, load_dataset, sweep
 from .errors import ConfigError, OutputError, SearcherError, SourceError
 from .index import AddReport, Index, drop_index, list_indexes
-from .inspect import ContextReport, Inspector, PairCosine, inspector
+from .inspect import ContextReport, PairCosine, inspector
 from .plots import plot_context, plot_histogram
 from .sources import read_records
 

@@ -72,7 +72,7 @@ def _read_source(source: str | Path, text_fields: Sequence[str], id_field: str |
             else:
                 for line_number, line in enumerate(handle, start=1):
                     yield Record(id=f"{path.name}:{line_number}", text=line.strip())
-        except UnicodeDecodeError as error:
+        except UnicodeDecodeError:
             raise SourceError(f"{path}: not UTF-8 text") from None
 
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel
 
+from searcher import Index
 from searcher.embedder import Embedder, locate_model
 
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
@@ -67,3 +68,15 @@ def tiny_embedder(tiny_model) -> Embedder:
 @pytest.fixture(scope="session")
 def bundled_embedder() -> Embedder:
     return Embedder(device="cpu")
+
+
+@pytest.fixture
+def tiny_index(tiny_embedder, tmp_path):
+    """Makes an index at tmp_path/NAME on the tiny model, holding RECORDS."""
+
+    def make(records, name="idx"):
+        index = Index.create(tmp_path / name, embedder=tiny_embedder)
+        index.add(records)
+        return index
+
+    return make

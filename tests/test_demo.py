@@ -2,7 +2,6 @@
 
 import json
 import re
-from pathlib import Path
 
 from typer.testing import CliRunner
 

@@ -6,7 +6,7 @@ import sqlite3
 import pytest
 from typer.testing import CliRunner
 
-from searcher import Index, Record
+from searcher import Index
 from searcher.cli import app
 from searcher.index import VECTORS_FILE
 

@@ -17,10 +17,8 @@ FAQ = [
 
 
 @pytest.fixture
-def faq_index(tiny_embedder, tmp_path):
-    index = Index.create(tmp_path / "faq", embedder=tiny_embedder)
-    index.add(FAQ)
-    return index
+def faq_index(tiny_index):
+    return tiny_index(FAQ, "faq")
 
 
 def test_a_document_finds_itself_first(faq_index):

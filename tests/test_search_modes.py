@@ -21,10 +21,8 @@ DOCS = [
 
 
 @pytest.fixture
-def index(tiny_embedder, tmp_path):
-    created = Index.create(tmp_path / "modes", embedder=tiny_embedder)
-    created.add(DOCS)
-    return created
+def index(tiny_index):
+    return tiny_index(DOCS, "modes")
 
 
 def test_keyword_mode_ranks_by_bm25(index):

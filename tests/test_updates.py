@@ -17,10 +17,8 @@ runner = CliRunner()
 
 
 @pytest.fixture
-def index(tiny_embedder, tmp_path):
-    created = Index.create(tmp_path / "idx", embedder=tiny_embedder)
-    created.add(RECORDS)
-    return created
+def index(tiny_index):
+    return tiny_index(RECORDS)
 
 
 def test_unchanged_documents_are_skipped_and_counted(index):
