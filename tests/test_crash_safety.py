@@ -12,8 +12,9 @@ import pytest
 
 from searcher import Index
 
-DOCUMENTS = 600
+DOCUMENTS = 2000
 KILLS = 20
+WRITTEN_WHILE_READING = 800
 
 
 def write_corpus(path, version):
@@ -94,25 +95,49 @@ def test_killed_indexing_recovers_and_completes(corpus, tiny_model, tmp_path):
     print(f"\n{kills} kills, {recoveries} recoveries checked, {checked} committed documents seen after kills")
 
 
-def test_readers_keep_answering_while_a_writer_works(corpus, tiny_model, tmp_path):
-    texts = expected_texts(corpus)
-    home = tmp_path / "home"
-    first = corpus.parent / "first.jsonl"
-    first.write_text("".join(line + "\n" for line in corpus.read_text().splitlines()[:200]))
-    subprocess.run(index_command(first, home, tiny_model), check=True, capture_output=True, timeout=300)
-    writer = subprocess.Popen(index_command(corpus, home, tiny_model), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    reader = Index.open("crash", home)
-    queries = errors = 0
-    rng = random.Random(7)
-    deadline = time.monotonic() + 120
-    while writer.poll() is None and time.monotonic() < deadline:
-        document_id = f"doc-{rng.randrange(DOCUMENTS)}"
+READER = """
+import json, random, sys, time
+from pathlib import Path
+from searcher import Index
+
+home, corpus, stop = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+texts = {row["id"]: row["text"] for row in map(json.loads, corpus.read_text().splitlines())}
+rng, queries, errors, sizes = random.Random(sys.argv[4]), 0, [], []
+with Index.open("crash", home) as index:
+    index.search("warm up", k=1)
+    stop.with_name(f"ready-{sys.argv[4]}").touch()
+    while not stop.exists():
         try:
-            hits = reader.search(texts[document_id], k=5)
-            assert all(hit.text == texts[hit.id] for hit in hits)
-        except Exception:  # any error at all is a failure of the guarantee
-            errors += 1
+            hits = index.search(texts[f"doc-{rng.randrange(len(texts))}"], k=5)
+            if any(hit.text != texts[hit.id] for hit in hits):
+                errors.append("a hit whose text is not its document's")
+            sizes.append(len(index))
+        except Exception as error:  # any error at all is a failure of the guarantee
+            errors.append(repr(error))
         queries += 1
-    assert writer.wait(timeout=300) == 0, writer.stderr.read()
-    assert errors == 0 and queries > 20
-    assert reader.search(texts["doc-599"], k=1)[0].id == "doc-599"
+print(json.dumps({"queries": queries, "errors": errors[:5], "shrank": any(b < a for a, b in zip(sizes, sizes[1:]))}))
+"""
+
+
+def test_reader_processes_keep_answering_while_a_writer_works(corpus, tiny_model, tmp_path):
+    home, stop = tmp_path / "home", tmp_path / "stop"
+    lines = corpus.read_text().splitlines()
+    first, more = corpus.parent / "first.jsonl", corpus.parent / "more.jsonl"
+    first.write_text("".join(line + "\n" for line in lines[:200]))
+    more.write_text("".join(line + "\n" for line in lines[:WRITTEN_WHILE_READING]))
+    subprocess.run(index_command(first, home, tiny_model), check=True, capture_output=True, timeout=300)
+    readers = [subprocess.Popen([sys.executable, "-c", READER, str(home), str(corpus), str(stop), str(seed)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for seed in range(2)]
+    deadline = time.monotonic() + 120
+    while not all((tmp_path / f"ready-{seed}").exists() for seed in range(2)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    writer = subprocess.run(index_command(more, home, tiny_model), capture_output=True, text=True, timeout=300)
+    stop.touch()
+    outputs = [reader.communicate(timeout=120) for reader in readers]
+    assert writer.returncode == 0, writer.stderr
+    assert all(reader.returncode == 0 for reader in readers), outputs
+    results = [json.loads(out) for out, _ in outputs]
+    assert all(result == {"queries": result["queries"], "errors": [], "shrank": False} for result in results), results
+    assert all(result["queries"] > 10 for result in results), results
+    with Index.open("crash", home) as index:
+        assert len(index) == WRITTEN_WHILE_READING and index.check() == []

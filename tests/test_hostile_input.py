@@ -6,6 +6,7 @@ import sqlite3
 import pytest
 from typer.testing import CliRunner
 
+import searcher.store
 from searcher import Index
 from searcher.cli import app
 from searcher.index import VECTORS_FILE
@@ -151,3 +152,21 @@ def test_disk_full_during_a_write(home, tmp_path, monkeypatch):
     with Index.open("kept", home) as index:  # the committed rows survive; the vector file is rebuilt
         assert len(index) == 4 and index.check() == []
     assert not list((home / "kept").glob(".*.tmp"))
+
+
+def test_database_full_during_a_write(home, tmp_path, monkeypatch):
+    connect = searcher.store._connect
+
+    def nearly_full(path):
+        db = connect(path)
+        db.execute(f"PRAGMA max_page_count = {db.execute('PRAGMA page_count').fetchone()[0] + 60}")
+        return db
+
+    monkeypatch.setattr("searcher.store._connect", nearly_full)
+    rows = (json.dumps({"id": f"n{i}", "text": f"new document {i} " + "words " * 200}) for i in range(200))
+    (tmp_path / "new.jsonl").write_text("\n".join(rows))
+    assert_one_line_error(cli(home, "index", tmp_path / "new.jsonl", "--index", "kept"), "database or disk is full")
+    monkeypatch.undo()
+    with Index.open("kept", home) as index:  # whole batches of 32 committed before the disk filled
+        assert index.check() == []
+        assert (len(index) - 3) % 32 == 0 or len(index) == 203 < 203 and len(index) % 32 == 3
