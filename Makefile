@@ -5,7 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test clean
+# `make bench DATASETS=DIR` reads stsbenchmark/ and scifact/ under DIR.
+DATASETS ?= ../shared/datasets
+
+.PHONY: install demo test bench clean
 
 install: $(STAMP)
 
@@ -21,6 +24,9 @@ demo: install
 
 test: install
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -q
+
+bench: install
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/speed.py --sts $(DATASETS)/stsbenchmark --scifact $(DATASETS)/scifact
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

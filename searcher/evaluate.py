@@ -18,10 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.stats import pearsonr, spearmanr
 
 from .config import Settings
-from .embedder import Embedder
 from .errors import CalibrationError, ConfigError, SourceError
 from .index import SEARCH_MODES, Index
 from .sources import read_records
@@ -139,7 +137,7 @@ def evaluate_retrieval(dataset: BeirDataset, settings: Settings, modes: Sequence
     with tempfile.TemporaryDirectory(prefix="searcher-eval-") as home:
         started = time.perf_counter()
         index = Index.create("eval", settings, home=home)
-        report = index.add(read_records(dataset.path), settings.batch_size)
+        report = index.add(read_records(dataset.path), settings.batch_size, settings.batch_tokens)
         indexed = time.perf_counter()
         results = []
         for mode in modes:
@@ -164,16 +162,21 @@ def evaluate_retrieval(dataset: BeirDataset, settings: Settings, modes: Sequence
 
 def evaluate_sts(dataset: StsDataset, settings: Settings) -> dict[str, Any]:
     """Spearman and Pearson correlation between cosine similarity and the gold scores."""
+    # Imported here: scipy and torch take seconds, and only this kind of evaluation needs both.
+    from scipy.stats import pearsonr, spearmanr
+
+    from .embedder import Embedder
+
     started = time.perf_counter()
     embedder = Embedder.from_settings(settings)
-    first = embedder.embed([a for a, _, _ in dataset.pairs], settings.batch_size)
-    second = embedder.embed([b for _, b, _ in dataset.pairs], settings.batch_size)
+    first = embedder.embed([a for a, _, _ in dataset.pairs], settings.batch_size, settings.batch_tokens)
+    second = embedder.embed([b for _, b, _ in dataset.pairs], settings.batch_size, settings.batch_tokens)
     similarity = (first * second).sum(axis=1)
     gold = np.array([score for _, _, score in dataset.pairs])
     return {
         "dataset": dataset.name,
         "config": {"model": embedder.model_id, "layer": embedder.layer, "pooling": embedder.pooling,
-                   "max_length": embedder.max_length},
+                   "max_length": embedder.max_length, "precision": embedder.precision},
         "spearman": float(spearmanr(similarity, gold).statistic),
         "pearson": float(pearsonr(similarity, gold).statistic),
         "pairs": len(dataset.pairs),
@@ -182,7 +185,7 @@ def evaluate_sts(dataset: StsDataset, settings: Settings) -> dict[str, Any]:
 
 
 def _config(manifest: dict[str, Any]) -> dict[str, Any]:
-    return {key: manifest[key] for key in ("model", "layer", "pooling", "max_length")}
+    return {key: manifest[key] for key in ("model", "layer", "pooling", "max_length", "precision")}
 
 
 

@@ -15,13 +15,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from filelock import FileLock, Timeout
 
 from .config import Settings
-from .embedder import Embedder
 from .errors import (
     ConfigError, EmptyQueryError, IndexCorruptError, IndexExistsError, IndexLockedError, IndexNotFoundError,
     ModelMismatchError,
@@ -30,13 +29,17 @@ from .sources import Record
 from .store import FORMAT, DocumentStore, content_hash, fields_json
 from .vectors import VectorIndex
 
+if TYPE_CHECKING:
+    from .embedder import Embedder
+
 DOCS_FILE = "docs.sqlite"
 VECTORS_FILE = "vectors.faiss"
 LOCK_FILE = "write.lock"
 DEFAULT_HOME = "indexes"
 log = logging.getLogger("searcher")
 # Manifest keys that decide how text becomes a vector; queries must use the same values.
-EMBEDDING_KEYS = ("model", "layer", "pooling", "max_length")
+EMBEDDING_KEYS = ("model", "layer", "pooling", "max_length", "precision")
+PRE_PRECISION_MANIFEST = {"precision": "fp32"}  # indexes written before precision was recorded
 SEARCH_MODES = ("dense", "keyword", "hybrid")
 HYBRID_DEPTH = 100  # candidates taken from each side before fusion
 KEYWORD_SCAN_FACTOR = 10
@@ -79,6 +82,7 @@ class AddReport:
     truncated: int
     max_length: int
     seconds: float
+    model_seconds: float = 0.0  # of SECONDS, the time spent in the model's forward passes
 
     @property
     def documents(self) -> int:
@@ -172,13 +176,14 @@ class Index:
             raise IndexExistsError(f"an index already exists at {path}")
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise IndexExistsError(f"{path} exists and is not an empty directory")
-        embedder = embedder or Embedder.from_settings(settings)
+        embedder = embedder or _embedding().Embedder.from_settings(settings)
         manifest = {
             "model": embedder.model_id,
             "fingerprint": embedder.fingerprint,
             "layer": embedder.layer,
             "pooling": embedder.pooling,
             "max_length": embedder.max_length,
+            "precision": embedder.precision,
             "dimension": embedder.dimension,
             "format": FORMAT,
             "normalized": True,
@@ -217,8 +222,8 @@ class Index:
     def embedder(self) -> Embedder:
         """The manifest's model, loaded on first use and refused if its files changed since indexing."""
         if self._embedder is None:
-            manifest = self.manifest
-            embedder = Embedder(*(manifest[key] for key in EMBEDDING_KEYS), device=self._device)
+            manifest = PRE_PRECISION_MANIFEST | self.manifest
+            embedder = _embedding().Embedder(**{key: manifest[key] for key in EMBEDDING_KEYS}, device=self._device)
             if embedder.fingerprint != manifest["fingerprint"]:
                 raise ModelMismatchError(
                     f"index {self.name!r} was built with a different copy of {manifest['model']} "
@@ -241,7 +246,7 @@ class Index:
 
     def require_settings(self, settings: Settings) -> None:
         """Refuse embedding settings, other than "auto" or unset, that differ from this index's manifest."""
-        manifest = self.manifest
+        manifest = PRE_PRECISION_MANIFEST | self.manifest
         for key in EMBEDDING_KEYS:
             value = getattr(settings, key)
             if value not in (None, "auto") and manifest[key] != value:
@@ -253,13 +258,15 @@ class Index:
     def add(
         self,
         records: Iterable[Record],
-        batch_size: int = 32,
+        batch_size: int = 64,
+        batch_tokens: int = 16384,
         progress: Callable[[int], None] | None = None,
     ) -> AddReport:
         """Embed and store RECORDS; an id already in the index is replaced, and the last of repeated ids wins.
 
-        Each batch is committed to SQLite on its own; FAISS is saved once at the end (and rebuilt on open
-        if a crash came first).
+        Documents go through the model in batches of at most BATCH_SIZE documents and BATCH_TOKENS padded
+        tokens. Each batch is committed to SQLite on its own; FAISS is saved once at the end (and rebuilt
+        on open if a crash came first).
         """
         started = time.perf_counter()
         latest: dict[str, Record] = {}
@@ -283,13 +290,14 @@ class Index:
             texts_of: dict[int, list[int]] = {}
             for position, (i, _) in enumerate(owners):
                 texts_of.setdefault(i, []).append(position)
-            # Longest documents first keeps padding small; a document and its vectors commit together,
-            # so an interrupted run leaves only complete documents behind.
-            order = sorted(range(len(pending)), key=lambda i: len(tokenized.ids[i]), reverse=True)
-            for start in range(0, len(order), batch_size):
-                batch = order[start : start + batch_size]
+            # A document and its vectors commit together, so an interrupted run leaves only complete
+            # documents behind.
+            model_seconds = 0.0
+            for batch in _embedding().length_batches([len(tokenized.ids[i]) for i in range(len(pending))], batch_size, batch_tokens):
                 positions = [position for i in batch for position in texts_of[i]]
+                model_started = time.perf_counter()
                 vectors = embedder.embed_token_ids([tokenized.ids[position] for position in positions])
+                model_seconds += time.perf_counter() - model_started
                 with self._store.transaction():
                     rowids, dropped = self._store.upsert_documents([_row(pending[i]) for i in batch], reembed)
                     rowid_of = dict(zip(batch, rowids))
@@ -309,6 +317,7 @@ class Index:
             truncated=tokenized.truncated,
             max_length=embedder.max_length,
             seconds=time.perf_counter() - started,
+            model_seconds=model_seconds,
         )
 
     def _plan(self, documents: list[Record]) -> _AddPlan:
@@ -503,6 +512,14 @@ class Index:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _embedding() -> Any:
+    """The embedder module, imported when a model is first needed: torch takes seconds to import, and
+    listing, checking, dropping or keyword-searching an index needs none of it."""
+    from . import embedder
+
+    return embedder
 
 
 def _row(record: Record) -> tuple[str, str, dict[str, Any], str]:

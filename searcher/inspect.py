@@ -9,11 +9,14 @@ from __future__ import annotations
 import functools
 import itertools
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .embedder import Embedder, Encoding
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .embedder import Embedder, Encoding
 
 STRATEGIES = ("sum4", "concat4", "mean4", "layer:N")
 SUBWORD_MERGES = ("first", "mean", "sum")
@@ -197,6 +200,8 @@ class Inspector:
 @functools.lru_cache(maxsize=2)
 def inspector(model: str | None = None, device: str = "auto") -> Inspector:
     """A shared Inspector per model, so the module-level functions load each model once."""
+    from .embedder import Embedder  # torch is imported only when a model is loaded
+
     return Inspector(Embedder(model, device=device))
 
 

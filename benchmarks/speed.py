@@ -1,0 +1,151 @@
+"""Indexing speed beside sentence-transformers, the overhead around the model, and query latency.
+
+    python benchmarks/speed.py --sts ../shared/datasets/stsbenchmark --scifact ../shared/datasets/scifact
+
+1. Throughput: the 2,758 STS-B test sentences and the first 1,000 SciFact documents are embedded by
+   sentence-transformers `SentenceTransformer(model).encode(texts, batch_size=64)` and indexed by the whole
+   `searcher index` command (a fresh process: start-up, model load, tokenization, SQLite, FAISS), with the
+   same model and thread count. The ratio column is searcher's texts/s over sentence-transformers'.
+2. Overhead: the same corpora through `Index.add` in this process; everything but the model's forward
+   passes (tokenization, batching, SQLite, FAISS), as a share of the forward time.
+3. Latency: an index of --latency-docs synthetic documents (random clustered vectors written straight into
+   the store, so that building it takes seconds, not an hour of embedding), then --queries real questions
+   through `Index.search`, warm; p50 and p99 in milliseconds. Also the cold start of `searcher --help`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from searcher import Index, Settings
+from searcher.embedder import Embedder, locate_model
+from searcher.evaluate import load_sts
+from searcher.sources import read_records
+from searcher.store import content_hash
+from searcher.vectors import VectorIndex
+
+REFERENCE_BATCH_SIZE = 64
+
+
+def corpora(sts: Path, scifact: Path, scifact_docs: int) -> dict[str, list[str]]:
+    sentences = [text for a, b, _ in load_sts(sts / "sts-test.csv") for text in (a, b)]
+    documents = [record.text for _, record in zip(range(scifact_docs), read_records(scifact / "corpus.jsonl"))]
+    return {"STS-B test sentences": sentences, f"SciFact first {len(documents):,} docs": documents}
+
+
+def reference_seconds(texts: list[str]) -> float:
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(locate_model(Settings().model or "")), device="cpu")
+    model.encode(texts[:64], batch_size=REFERENCE_BATCH_SIZE)  # warm-up, as a long-running user process would be
+    started = time.perf_counter()
+    model.encode(texts, batch_size=REFERENCE_BATCH_SIZE)
+    return time.perf_counter() - started
+
+
+def command_seconds(texts: list[str], precision: str) -> float:
+    """Wall time of a whole `searcher index` run on TEXTS in a new process."""
+    with tempfile.TemporaryDirectory(prefix="searcher-speed-") as home:
+        source = Path(home) / "texts.jsonl"
+        source.write_text("".join(json.dumps({"id": str(i), "text": text}) + "\n" for i, text in enumerate(texts)))
+        command = [sys.executable, "-m", "searcher", "index", str(source), "--index", "speed", "--home", home,
+                   "--precision", precision]
+        started = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True)
+        return time.perf_counter() - started
+
+
+def overhead(texts: list[str], settings: Settings) -> tuple[float, float]:
+    """Seconds of `Index.add` in all and in the model's forward passes."""
+    from searcher import Record
+
+    with tempfile.TemporaryDirectory(prefix="searcher-speed-") as home:
+        with Index.create("speed", settings, home=home) as index:
+            report = index.add([Record(str(i), text) for i, text in enumerate(texts)], settings.batch_size, settings.batch_tokens)
+    return report.seconds, report.model_seconds
+
+
+def latency(documents: int, queries: list[str], settings: Settings, seed: int = 0) -> dict[str, float]:
+    """p50/p99 milliseconds of `Index.search` over DOCUMENTS synthetic documents."""
+    rng = np.random.default_rng(seed)
+    with tempfile.TemporaryDirectory(prefix="searcher-latency-") as home:
+        with Index.create("latency", settings, home=home) as index:
+            dimension = index.embedder.dimension
+            centres = rng.standard_normal((256, dimension)).astype(np.float32)
+            vectors = centres[rng.integers(0, len(centres), documents)] + 0.5 * rng.standard_normal((documents, dimension)).astype(np.float32)
+            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+            rows = [(f"doc-{i}", f"synthetic document {i}", {}, content_hash(f"synthetic document {i}")) for i in range(documents)]
+            with index._store.transaction():
+                rowids, _ = index._store.upsert_documents(rows)
+                vector_ids = index._store.add_vectors([(rowid, None) for rowid in rowids], vectors)
+            index._vectors = VectorIndex.build(dimension, np.asarray(vector_ids), vectors)
+            index._save_vectors()
+        with Index.open("latency", home) as index:
+            for query in queries[:10]:
+                index.search(query, k=10)
+            timings = []
+            for query in queries:
+                started = time.perf_counter()
+                index.search(query, k=10)
+                timings.append((time.perf_counter() - started) * 1000)
+    return {"p50": float(np.percentile(timings, 50)), "p99": float(np.percentile(timings, 99))}
+
+
+def cold_start_seconds(runs: int = 3) -> float:
+    best = float("inf")
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "searcher", "--help"], check=True, capture_output=True)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sts", type=Path, required=True, help="the stsbenchmark directory (sts-test.csv)")
+    parser.add_argument("--scifact", type=Path, required=True, help="the SciFact BEIR directory")
+    parser.add_argument("--scifact-docs", type=int, default=1000)
+    parser.add_argument("--precision", default="auto", help="searcher's precision (default: auto, as a user gets)")
+    parser.add_argument("--latency-docs", type=int, default=100_000)
+    parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--skip", nargs="*", default=[], choices=["reference", "command", "overhead", "latency"])
+    args = parser.parse_args()
+    settings = Settings(precision=args.precision)
+    resolved = Embedder.from_settings(settings).precision
+    print(f"# {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"searcher precision {args.precision} ({resolved}), batches of at most {settings.batch_size} texts / "
+          f"{settings.batch_tokens} tokens; sentence-transformers batch size {REFERENCE_BATCH_SIZE}")
+    texts_by_corpus = corpora(args.sts, args.scifact, args.scifact_docs)
+    print("\n| corpus | texts | sentence-transformers s | texts/s | searcher index s | texts/s | ratio | overhead |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, texts in texts_by_corpus.items():
+        reference = reference_seconds(texts) if "reference" not in args.skip else float("nan")
+        ours = command_seconds(texts, args.precision) if "command" not in args.skip else float("nan")
+        if "overhead" not in args.skip:
+            total, model = overhead(texts, settings)
+            share = f"{(total - model) / model:.1%}"
+        else:
+            share = "-"
+        print(f"| {name} | {len(texts):,} | {reference:.1f} | {len(texts) / reference:.0f} | {ours:.1f} | "
+              f"{len(texts) / ours:.0f} | {reference / ours:.2f}× | {share} |", flush=True)
+    if "latency" not in args.skip:
+        queries = [text for text in texts_by_corpus["STS-B test sentences"]][: args.queries]
+        result = latency(args.latency_docs, queries, settings)
+        print(f"\nQuery latency, Python API, {args.latency_docs:,} documents, k=10, {len(queries)} queries: "
+              f"p50 {result['p50']:.1f} ms, p99 {result['p99']:.1f} ms")
+    print(f"Cold start of `searcher --help`: {cold_start_seconds():.2f} s")
+
+
+if __name__ == "__main__":
+    main()

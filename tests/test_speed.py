@@ -1,0 +1,137 @@
+"""The fast paths: token-budget batches, reduced precision recorded in the index, lazy imports."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import searcher.embedder
+from searcher import Index, Record, Settings
+from searcher.embedder import Embedder, length_batches, resolve_precision
+from searcher.errors import ConfigError
+
+from test_embedder import SENTENCES
+
+
+def test_batches_respect_both_limits_and_cover_every_text_once():
+    lengths = [5, 300, 12, 12, 80, 7, 256, 3, 40, 9]
+    batches = length_batches(lengths, max_texts=3, max_tokens=400)
+    assert sorted(position for batch in batches for position in batch) == list(range(len(lengths)))
+    assert all(len(batch) <= 3 for batch in batches)
+    assert all(len(batch) * lengths[batch[0]] <= 400 for batch in batches if len(batch) > 1)
+    flat = [lengths[position] for batch in batches for position in batch]
+    assert flat == sorted(lengths, reverse=True)
+
+
+def test_a_text_longer_than_the_budget_goes_alone():
+    assert length_batches([900, 10, 10], max_texts=64, max_tokens=100) == [[0], [1, 2]]
+
+
+def test_short_texts_share_a_batch_long_ones_do_not():
+    batches = length_batches([256] * 4 + [16] * 100, max_texts=64, max_tokens=1024)
+    assert [len(batch) for batch in batches] == [4, 64, 36]
+
+
+def test_token_budget_does_not_change_the_vectors(tiny_embedder):
+    np.testing.assert_allclose(tiny_embedder.embed(SENTENCES, batch_tokens=20), tiny_embedder.embed(SENTENCES), atol=1e-5)
+
+
+def test_last_layer_shortcut_matches_the_full_hidden_states(tiny_model):
+    last = Embedder(str(tiny_model), layer=-1, pooling="mean", device="cpu")
+    encoding = last.encode(SENTENCES[1])
+    states = last.hidden_states(encoding)[-1]
+    expected = states.mean(axis=0) / np.linalg.norm(states.mean(axis=0))
+    np.testing.assert_allclose(last.embed([SENTENCES[1]])[0], expected, atol=1e-5)
+    np.testing.assert_allclose(Embedder(str(tiny_model), layer=4, pooling="mean", device="cpu").embed(SENTENCES), last.embed(SENTENCES), atol=1e-6)
+
+
+# Naive int8 moves short texts most ("ok": cosine 0.81 with its fp32 vector): it is never chosen by auto.
+@pytest.mark.parametrize("precision, mean, lowest", [("bf16", 0.99, 0.97), ("int8", 0.9, 0.75)])
+def test_reduced_precision_stays_close_to_fp32(bundled_embedder, precision, mean, lowest):
+    reduced = Embedder(precision=precision, device="cpu")
+    assert reduced.precision == precision
+    cosines = (reduced.embed(SENTENCES) * bundled_embedder.embed(SENTENCES)).sum(axis=1)
+    assert cosines.mean() > mean and cosines.min() > lowest, cosines
+    assert reduced.embed(SENTENCES).dtype == np.float32
+
+
+def test_auto_precision_follows_the_hardware(monkeypatch):
+    monkeypatch.setattr(searcher.embedder, "cpu_runs_bf16", lambda: True)
+    assert resolve_precision("auto", torch.device("cpu")) == "bf16"
+    monkeypatch.setattr(searcher.embedder, "cpu_runs_bf16", lambda: False)
+    assert resolve_precision("auto", torch.device("cpu")) == "fp32"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert resolve_precision("auto", torch.device("cuda")) == "fp16"
+    assert resolve_precision("int8", torch.device("cpu")) == "int8"
+
+
+def test_int8_off_the_cpu_and_unknown_precisions_are_refused():
+    with pytest.raises(ConfigError, match="int8 runs on the CPU only"):
+        resolve_precision("int8", torch.device("cuda"))
+    with pytest.raises(ConfigError, match="choose one of auto, fp32, bf16, fp16, int8"):
+        Settings(precision="fp8")
+
+
+def test_the_index_records_its_precision_and_queries_with_it(tiny_model, tmp_path):
+    settings = Settings(model=str(tiny_model), precision="int8", device="cpu")
+    with Index.create(tmp_path / "int8", settings) as index:
+        report = index.add([Record(str(i), text) for i, text in enumerate(SENTENCES)])
+        assert index.manifest["precision"] == "int8"
+        assert 0 < report.model_seconds <= report.seconds
+    with Index.open(tmp_path / "int8") as reopened:
+        assert reopened.embedder.precision == "int8"
+        assert reopened.search(SENTENCES[3], k=1)[0].id == "3"
+        with pytest.raises(ConfigError, match="built with precision 'int8', not 'fp32'"):
+            reopened.require_settings(settings.replace(precision="fp32"))
+
+
+def test_an_index_from_before_precision_was_recorded_is_fp32(tiny_index):
+    index = tiny_index([Record("a", "a document")])
+    index._store.db.execute("DELETE FROM manifest WHERE key = 'precision'")
+    index._store.db.conn.commit()
+    with Index.open(index.path) as reopened:
+        assert "precision" not in reopened.manifest
+        assert reopened.embedder.precision == "fp32"
+
+
+def test_onnx_runtime_gives_the_torch_vectors(tiny_model, bundled_embedder):
+    for model in (str(tiny_model), None):
+        fast = Embedder(model, device="cpu", runtime="onnx")
+        plain = Embedder(model, device="cpu", runtime="torch")
+        np.testing.assert_allclose(fast.embed(SENTENCES), plain.embed(SENTENCES), atol=1e-5)
+        assert fast.runtime == "onnx" and fast._onnx is not None
+        assert not fast.model.training  # exporting must not switch dropout on for the torch paths
+    second_to_last = Embedder(str(tiny_model), layer=-2, device="cpu", runtime="onnx")
+    np.testing.assert_allclose(second_to_last.embed(SENTENCES), Embedder(str(tiny_model), layer=-2, device="cpu", runtime="torch").embed(SENTENCES), atol=1e-5)
+
+
+def test_onnx_export_is_cached_and_a_failed_export_falls_back_to_torch(tiny_model, monkeypatch, caplog):
+    first = Embedder(str(tiny_model), device="cpu", runtime="onnx")
+    first.embed(["warm"])
+    monkeypatch.setattr(searcher.embedder, "_export_onnx", lambda *args: pytest.fail("exported again"))
+    Embedder(str(tiny_model), device="cpu", runtime="onnx").embed(["cached"])
+
+    def broken(*args):
+        raise RuntimeError("unsupported operator")
+
+    monkeypatch.setattr(searcher.embedder, "_export_onnx", broken)
+    other_layer = Embedder(str(tiny_model), layer=1, device="cpu", runtime="onnx")
+    np.testing.assert_allclose(other_layer.embed(SENTENCES), Embedder(str(tiny_model), layer=1, device="cpu", runtime="torch").embed(SENTENCES), atol=1e-6)
+    assert other_layer.runtime == "torch"
+    assert "cannot run" in caplog.text and "unsupported operator" in caplog.text
+
+
+def test_onnx_runtime_is_refused_where_it_cannot_run(tiny_model):
+    with pytest.raises(ConfigError, match="runtime onnx needs"):
+        Embedder(str(tiny_model), device="cpu", precision="bf16", runtime="onnx")
+    with pytest.raises(ConfigError, match="choose one of auto, torch, onnx"):
+        Settings(runtime="tensorrt")
+
+
+def test_the_cli_starts_without_importing_torch():
+    code = "import sys, searcher.cli; print(json.dumps(sorted({'torch', 'transformers', 'scipy'} & set(sys.modules))))"
+    loaded = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True, text=True, check=True)
+    assert json.loads(loaded.stdout) == []
