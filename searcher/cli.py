@@ -9,6 +9,7 @@ import json
 import logging
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -109,6 +110,7 @@ def index(
     max_length: Annotated[Optional[int], typer.Option(help="Token limit (default: the model's).")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or mps.")] = None,
     precision: PrecisionOption = None,
+    index_type: Annotated[Optional[str], typer.Option("--index-type", help="A new index's vector structure: auto, flat, ivf or hnsw.")] = None,
     on_error: Annotated[str, typer.Option("--on-error", help="A malformed record: stop, or skip it and report.")] = "stop",
     lock_timeout: LockTimeoutOption = None,
     home: HomeOption = None,
@@ -119,7 +121,7 @@ def index(
     settings = load_settings(
         config, model=model, layer=layer, pooling=pooling, text_fields=text_field, id_field=id_field,
         batch_size=batch_size, batch_tokens=batch_tokens, max_length=max_length, device=device, precision=precision,
-        home=str(home) if home else None,
+        index_type=index_type, home=str(home) if home else None,
     )
     skipped: list[SourceError] = []
     records = list(read_records(source, settings.text_fields, settings.id_field, skipped.append if on_error == "skip" else None))
@@ -183,6 +185,23 @@ def check(
     if problems:
         raise SearcherError(f"index {name} has {len(problems)} problem(s)" + ("" if repair else "; try --repair"))
     say(f"Index {name} is consistent: {documents:,} documents" + (" (repaired)" if repair else ""))
+
+
+@app.command()
+def reindex(
+    name: Annotated[str, typer.Argument(help="Index name (under --home) or path.")],
+    index_type: Annotated[str, typer.Option("--index-type", help="auto (flat up to 50,000 vectors, then ivf), flat, ivf or hnsw.")],
+    nprobe: Annotated[Optional[int], typer.Option(help="IVF cells scanned per query (default: 1/32 of them, at least 8).")] = None,
+    ef_search: Annotated[Optional[int], typer.Option(help="HNSW search width (default 64).")] = None,
+    lock_timeout: LockTimeoutOption = None,
+    home: HomeOption = None,
+) -> None:
+    """Rebuild the vector structure from the stored vectors, without embedding anything again."""
+    params = {key: value for key, value in {"nprobe": nprobe, "ef_search": ef_search}.items() if value is not None}
+    started = time.perf_counter()
+    with Index.open(name, home, lock_timeout=lock_timeout) as target:
+        vectors = target.reindex(index_type, params)
+    say(f"Rebuilt {name} as {vectors.kind} over {len(vectors):,} vectors in {time.perf_counter() - started:.1f} s")
 
 
 class RateColumn(ProgressColumn):

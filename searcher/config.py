@@ -13,6 +13,7 @@ BUNDLED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 POOLINGS = ("auto", "mean", "max", "cls")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
+INDEX_TYPES = ("auto", "flat", "ivf", "hnsw")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +28,7 @@ class Settings:
     batch_tokens: int = 16384  # padded tokens per forward pass, at most
     device: str = "auto"
     precision: str = "auto"
+    index_type: str = "auto"  # flat up to 50,000 vectors, then ivf
     text_fields: tuple[str, ...] = ()
     id_field: str | None = None
     home: str | None = None
@@ -40,6 +42,8 @@ class Settings:
             raise ConfigError(f"invalid device {self.device!r}: choose one of {', '.join(DEVICES)}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"invalid precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
+        if self.index_type not in INDEX_TYPES:
+            raise ConfigError(f"invalid index type {self.index_type!r}: choose one of {', '.join(INDEX_TYPES)}")
         _require_positive("batch_size", self.batch_size)
         _require_positive("batch_tokens", self.batch_tokens)
         if self.max_length is not None:

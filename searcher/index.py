@@ -27,7 +27,7 @@ from .errors import (
 )
 from .sources import Record
 from .store import FORMAT, DocumentStore, content_hash, fields_json
-from .vectors import VectorIndex
+from .vectors import VectorIndex, check_search_params, resolve_type
 
 if TYPE_CHECKING:
     from .embedder import Embedder
@@ -130,6 +130,7 @@ class Index:
         self._device = device
         self.lock_timeout = lock_timeout  # seconds a writer waits for another one; None: as long as it takes
         self._embedder: Embedder | None = None
+        self._stale = False  # vectors were dropped that the structure cannot remove in place (HNSW)
         self._vectors, self._loaded_generation = self._load_vectors()
 
     def _load_vectors(self) -> tuple[VectorIndex, int]:
@@ -138,7 +139,7 @@ class Index:
         dimension, generation = manifest["dimension"], manifest.get("generation", 0)
         vectors_file = self.path / VECTORS_FILE
         try:
-            vectors = VectorIndex.load(vectors_file) if vectors_file.exists() else None
+            vectors = VectorIndex.load(vectors_file, manifest.get("search_params", {})) if vectors_file.exists() else None
         except IndexCorruptError:
             vectors = None  # derived data: rebuilt below like a missing file
         if vectors is not None and vectors.dimension == dimension and (
@@ -147,7 +148,7 @@ class Index:
         ):
             return vectors, generation
         log.warning("the vector file of index %s was missing, unreadable or out of date: rebuilt from the stored vectors", self.name)
-        vectors = VectorIndex.build(dimension, *self._store.vectors(dimension))
+        vectors = self._rebuilt_vectors()
         lock = FileLock(self.path / LOCK_FILE)
         try:
             with lock.acquire(timeout=0):  # a writer at work will save its own file
@@ -156,6 +157,13 @@ class Index:
         except Timeout:
             pass
         return vectors, generation
+
+    def _rebuilt_vectors(self) -> VectorIndex:
+        """A new vector structure over every stored vector, of the manifest's index type."""
+        manifest = self._store.manifest()
+        dimension = manifest["dimension"]
+        return VectorIndex.build(dimension, *self._store.vectors(dimension), manifest.get("index_type", "auto"),
+                                 manifest.get("search_params", {}))
 
     @property
     def name(self) -> str:
@@ -184,6 +192,8 @@ class Index:
             "pooling": embedder.pooling,
             "max_length": embedder.max_length,
             "precision": embedder.precision,
+            "index_type": settings.index_type,
+            "search_params": {},
             "dimension": embedder.dimension,
             "format": FORMAT,
             "normalized": True,
@@ -242,6 +252,12 @@ class Index:
             return cls.create(path, settings)
         index = cls.open(path, device=settings.device)
         index.require_settings(settings)
+        stored_type = index.manifest.get("index_type", "auto")
+        if settings.index_type not in ("auto", stored_type):
+            raise ConfigError(
+                f"index {index.name!r} has index type {stored_type!r}; change it with "
+                f"`searcher reindex {index.name} --index-type {settings.index_type}`"
+            )
         return index
 
     def require_settings(self, settings: Settings) -> None:
@@ -302,7 +318,7 @@ class Index:
                     rowids, dropped = self._store.upsert_documents([_row(pending[i]) for i in batch], reembed)
                     rowid_of = dict(zip(batch, rowids))
                     vector_ids = self._store.add_vectors([(rowid_of[owners[p][0]], owners[p][1]) for p in positions], vectors)
-                self._vectors.remove(dropped)
+                self._forget_vectors(dropped)
                 self._vectors.add(vector_ids, vectors)
                 if progress:
                     progress(len(batch))
@@ -341,7 +357,7 @@ class Index:
         with self._writing():
             with self._store.transaction():
                 deleted, dropped = self._store.delete_documents(list(dict.fromkeys(ids)))
-            self._vectors.remove(dropped)
+            self._forget_vectors(dropped)
             if deleted:
                 self._save_vectors()
         return deleted
@@ -365,8 +381,33 @@ class Index:
         finally:
             lock.release()
 
+    def reindex(self, index_type: str, search_params: dict[str, int] | None = None) -> VectorIndex:
+        """Rebuild the vector structure as INDEX_TYPE from the stored vectors (nothing is embedded again)."""
+        resolve_type(index_type, 0)  # refuse an unknown type before touching anything
+        params = check_search_params(search_params or {})
+        with self._writing():
+            self._store.update_manifest({"index_type": index_type, "search_params": params})
+            self._vectors = self._rebuilt_vectors()
+            self._save_vectors()
+        return self._vectors
+
+    def _forget_vectors(self, ids: list[int]) -> None:
+        """Remove vectors in place, or mark an HNSW graph, which cannot remove, for a rebuild at the next save."""
+        if self._vectors.removes:
+            self._vectors.remove(ids)
+        elif ids:
+            self._stale = True
+
     def _save_vectors(self) -> None:
-        """Save FAISS atomically, then record which SQLite generation it reflects."""
+        """Save FAISS atomically, then record which SQLite generation it reflects.
+
+        The structure is rebuilt first when it no longer fits: an HNSW graph after removals, or a vector
+        count for which the index type now means another structure (auto past 50,000 vectors).
+        """
+        wanted = resolve_type(self._store.manifest().get("index_type", "auto"), len(self._vectors))
+        if self._stale or wanted != self._vectors.kind:
+            self._vectors = self._rebuilt_vectors()
+            self._stale = False
         generation = self._store.generation()
         self._vectors.save(self.path / VECTORS_FILE)
         self._store.update_manifest({"vectors_generation": generation})
@@ -420,7 +461,7 @@ class Index:
         """Pick up the vector file a writer saved since this index was opened."""
         saved = manifest.get("vectors_generation")
         if saved is not None and saved != self._loaded_generation and (self.path / VECTORS_FILE).exists():
-            self._vectors = VectorIndex.load(self.path / VECTORS_FILE)
+            self._vectors = VectorIndex.load(self.path / VECTORS_FILE, manifest.get("search_params", {}))
             self._loaded_generation = saved
 
     def _dense(self, vector: np.ndarray, k: int) -> dict[int, tuple[float, str | None]]:
@@ -480,8 +521,7 @@ class Index:
                     vectors = self.embedder.embed([document.text for document in bare])
                     with self._store.transaction():
                         self._store.add_vectors([(document.rowid, None) for document in bare], vectors)
-                dimension = self.manifest["dimension"]
-                self._vectors = VectorIndex.build(dimension, *self._store.vectors(dimension))
+                self._vectors = self._rebuilt_vectors()
                 self._save_vectors()
         found = self._store.problems(self.manifest["dimension"])
         vectors_file = self.path / VECTORS_FILE

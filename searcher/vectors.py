@@ -1,38 +1,126 @@
-"""The FAISS vector index: inner product over L2-normalized vectors (= cosine), ids = SQLite rowids."""
+"""The FAISS vector index: inner product over L2-normalized vectors (= cosine), ids = SQLite rowids.
+
+Three structures: exact `flat` and `hnsw` (a neighbour graph searched `ef_search` wide), each inside an
+`IndexIDMap2`; and `ivf` (k-means cells, `nprobe` of them scanned per query), which keeps the ids itself:
+`IndexIDMap2` renumbers after a removal the way a flat index does, which an IVF index does not.
+`auto` picks by vector count.
+"""
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
 
-from .errors import IndexCorruptError, IndexWriteError
+from .config import INDEX_TYPES
+from .errors import ConfigError, IndexCorruptError, IndexWriteError
+
+SEARCH_PARAMS = ("nprobe", "ef_search")
+# auto: exact search up to this many vectors (a query scans them all in a few ms), approximate above.
+EXACT_LIMIT = 50_000
+# k-means needs this many vectors to learn its cells; with fewer, flat.
+MIN_TRAINING = {"ivf": 1_000}
+TRAINING_PER_CELL = 64  # vectors sampled per cell to train on: enough for k-means, fast at a million
+HNSW_NEIGHBOURS = 32
+HNSW_EF_CONSTRUCTION = 80
+DEFAULT_EF_SEARCH = 64
+
+
+def resolve_type(requested: str, count: int) -> str:
+    """The structure for COUNT vectors: REQUESTED, or for "auto" flat up to EXACT_LIMIT, then IVF."""
+    if requested not in INDEX_TYPES:
+        raise ConfigError(f"invalid index type {requested!r}: choose one of {', '.join(INDEX_TYPES)}")
+    if requested == "auto":
+        requested = "flat" if count <= EXACT_LIMIT else "ivf"
+    if count < MIN_TRAINING.get(requested, 0):
+        return "flat"
+    return requested
+
+
+def check_search_params(params: dict[str, Any]) -> dict[str, int]:
+    for key, value in params.items():
+        if key not in SEARCH_PARAMS:
+            raise ConfigError(f"unknown search parameter {key!r}: choose from {', '.join(SEARCH_PARAMS)}")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{key} must be a positive integer, got {value!r}")
+    return dict(params)
+
+
+def cells_for(count: int) -> int:
+    """IVF cells: about 2·√N, with at least 39 training vectors per cell (FAISS's rule of thumb)."""
+    return max(1, min(int(2 * math.sqrt(count)), count // 39))
+
+
+def default_nprobe(cells: int) -> int:
+    """Cells scanned per query: 1/32 of them, at least 8."""
+    return min(cells, max(8, cells // 32))
 
 
 class VectorIndex:
-    """An `IndexIDMap2` over exact inner-product search, saved by atomic file replacement."""
+    """One of the FAISS structures above inside an `IndexIDMap2`, saved by atomic file replacement."""
 
-    def __init__(self, index: faiss.Index) -> None:
+    def __init__(self, index: faiss.Index, search: dict[str, int] | None = None) -> None:
         self._index = index
+        self.configure(search or {})
 
     @classmethod
     def empty(cls, dimension: int) -> VectorIndex:
         return cls(faiss.IndexIDMap2(faiss.IndexFlatIP(dimension)))
 
     @classmethod
-    def build(cls, dimension: int, ids: np.ndarray, vectors: np.ndarray) -> VectorIndex:
-        index = cls.empty(dimension)
-        index.add(ids, vectors)
-        return index
+    def build(
+        cls, dimension: int, ids: np.ndarray, vectors: np.ndarray, index_type: str = "flat", search: dict[str, int] | None = None
+    ) -> VectorIndex:
+        """A new index over VECTORS; an IVF structure learns its cells from a seeded sample of them first."""
+        kind = resolve_type(index_type, len(ids))
+        cells = cells_for(len(ids))
+        description = {"flat": "IDMap2,Flat", "ivf": f"IVF{cells},Flat", "hnsw": f"IDMap2,HNSW{HNSW_NEIGHBOURS},Flat"}[kind]
+        index = faiss.index_factory(dimension, description, faiss.METRIC_INNER_PRODUCT)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if kind == "ivf":
+            sample = np.random.default_rng(0).permutation(len(vectors))[: cells * TRAINING_PER_CELL]
+            index.train(vectors[np.sort(sample)])
+        if kind == "hnsw":
+            faiss.downcast_index(index.index).hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        built = cls(index, search)
+        built.add(ids, vectors)
+        return built
 
     @classmethod
-    def load(cls, path: Path) -> VectorIndex:
+    def load(cls, path: Path, search: dict[str, int] | None = None) -> VectorIndex:
         try:
-            return cls(faiss.read_index(str(path)))
+            return cls(faiss.read_index(str(path)), search)
         except RuntimeError as error:
             raise IndexCorruptError(f"{path}: unreadable FAISS index ({str(error).splitlines()[0]})") from None
+
+    def configure(self, search: dict[str, int]) -> None:
+        """Set the query-time width: nprobe for IVF structures, ef_search for HNSW (defaults when absent)."""
+        inner = self._inner
+        if isinstance(inner, faiss.IndexIVF):
+            inner.nprobe = min(inner.nlist, search.get("nprobe") or default_nprobe(inner.nlist))
+        elif isinstance(inner, faiss.IndexHNSW):
+            inner.hnsw.efSearch = search.get("ef_search") or DEFAULT_EF_SEARCH
+
+    @property
+    def _inner(self) -> faiss.Index:
+        """The structure itself, inside its id map where it has one."""
+        return self._index if isinstance(self._index, faiss.IndexIVF) else faiss.downcast_index(self._index.index)
+
+    @property
+    def kind(self) -> str:
+        inner = self._inner
+        if isinstance(inner, faiss.IndexIVF):
+            return "ivf"
+        return "hnsw" if isinstance(inner, faiss.IndexHNSW) else "flat"
+
+    @property
+    def removes(self) -> bool:
+        """Whether vectors can be removed in place (an HNSW graph must be rebuilt instead)."""
+        return self.kind != "hnsw"
 
     @property
     def dimension(self) -> int:
@@ -43,6 +131,10 @@ class VectorIndex:
 
     def ids(self) -> np.ndarray:
         """The stored ids, sorted."""
+        if isinstance(self._index, faiss.IndexIVF):
+            lists = self._index.invlists
+            cells = [faiss.rev_swig_ptr(lists.get_ids(cell), lists.list_size(cell)) for cell in range(lists.nlist)]
+            return np.sort(np.concatenate([np.empty(0, dtype=np.int64), *cells]).astype(np.int64))
         return np.sort(faiss.vector_to_array(self._index.id_map).astype(np.int64))
 
     def add(self, ids: np.ndarray | list[int], vectors: np.ndarray) -> None:
@@ -50,6 +142,7 @@ class VectorIndex:
         self._index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(ids, dtype=np.int64))
 
     def remove(self, ids: np.ndarray | list[int]) -> None:
+        """Remove IDS; only where `removes` is true."""
         if len(ids):
             self._index.remove_ids(np.asarray(ids, dtype=np.int64))
 
