@@ -191,7 +191,7 @@ def check(
 def reindex(
     name: Annotated[str, typer.Argument(help="Index name (under --home) or path.")],
     index_type: Annotated[str, typer.Option("--index-type", help="auto (flat up to 50,000 vectors, then ivf), flat, ivf or hnsw.")],
-    nprobe: Annotated[Optional[int], typer.Option(help="IVF cells scanned per query (default: 1/32 of them, at least 8).")] = None,
+    nprobe: Annotated[Optional[int], typer.Option(help="IVF cells scanned per query (default: 1/16 of them, at least 8).")] = None,
     ef_search: Annotated[Optional[int], typer.Option(help="HNSW search width (default 64).")] = None,
     lock_timeout: LockTimeoutOption = None,
     home: HomeOption = None,
