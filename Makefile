@@ -27,6 +27,7 @@ test: install
 
 bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/speed.py --sts $(DATASETS)/stsbenchmark --scifact $(DATASETS)/scifact
+	$(BIN)/python benchmarks/vector_index.py --vectors 1000000
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
