@@ -309,7 +309,8 @@ class Index:
             # A document and its vectors commit together, so an interrupted run leaves only complete
             # documents behind.
             model_seconds = 0.0
-            for batch in _embedding().length_batches([len(tokenized.ids[i]) for i in range(len(pending))], batch_size, batch_tokens):
+            lengths = [len(tokenized.ids[i]) for i in range(len(pending))]
+            for batch in _embedding().length_batches(lengths, batch_size, batch_tokens):
                 positions = [position for i in batch for position in texts_of[i]]
                 model_started = time.perf_counter()
                 vectors = embedder.embed_token_ids([tokenized.ids[position] for position in positions])
