@@ -121,10 +121,15 @@ class DocumentStore:
 
         A full disk or read-only file becomes an IndexWriteError, with nothing half-written.
         """
+        with self._write_errors(), self.db.conn:
+            yield
+            self._write_manifest({"documents": self.count(), "generation": self.generation() + 1})
+
+    @contextmanager
+    def _write_errors(self) -> Iterator[None]:
+        """A full disk or read-only file, raised by SQLite as OperationalError, becomes an IndexWriteError."""
         try:
-            with self.db.conn:
-                yield
-                self._write_manifest({"documents": self.count(), "generation": self.generation() + 1})
+            yield
         except sqlite3.OperationalError as error:
             raise IndexWriteError(f"cannot write {self.path}: {error}") from None
 
@@ -133,11 +138,8 @@ class DocumentStore:
 
     def update_manifest(self, values: dict[str, Any]) -> None:
         """Record facts about the index (not its contents): the generation stays as it is."""
-        try:
-            with self.db.conn:
-                self._write_manifest(values)
-        except sqlite3.OperationalError as error:
-            raise IndexWriteError(f"cannot write {self.path}: {error}") from None
+        with self._write_errors(), self.db.conn:
+            self._write_manifest(values)
 
     def _write_manifest(self, values: dict[str, Any]) -> None:
         self.db.conn.executemany(
