@@ -24,7 +24,7 @@ from typer.core import TyperGroup
 
 import numpy as np
 
-from .config import Settings, load_settings
+from .config import BATCH_SIZE, BATCH_TOKENS, Settings, load_settings
 from .demo import run_demo
 from .evaluate import RETRIEVAL_METRICS, STS_METRICS, BeirDataset, calibrate, evaluate, load_dataset, sweep
 from .errors import ConfigError, OutputError, SearcherError, SourceError
@@ -84,8 +84,8 @@ app = typer.Typer(
 )
 
 HomeOption = Annotated[Optional[Path], typer.Option("--home", help="Directory of named indexes (default: $SEARCHER_HOME or ./indexes).")]
-BatchSizeOption = Annotated[Optional[int], typer.Option(help="Texts per forward pass, at most (default 64).")]
-BatchTokensOption = Annotated[Optional[int], typer.Option(help="Padded tokens per forward pass, at most (default 16384).")]
+BatchSizeOption = Annotated[Optional[int], typer.Option(help=f"Texts per forward pass, at most (default {BATCH_SIZE}).")]
+BatchTokensOption = Annotated[Optional[int], typer.Option(help=f"Padded tokens per forward pass, at most (default {BATCH_TOKENS}).")]
 PrecisionOption = Annotated[Optional[str], typer.Option(help="Model numerics: auto, fp32, bf16, fp16 or int8 (stored in the index).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 LockTimeoutOption = Annotated[Optional[float], typer.Option("--lock-timeout", help="Seconds to wait for another writer (default: as long as it takes).")]

@@ -14,6 +14,8 @@ POOLINGS = ("auto", "mean", "max", "cls")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 INDEX_TYPES = ("auto", "flat", "ivf", "hnsw")
+BATCH_SIZE = 64  # texts per forward pass, at most
+BATCH_TOKENS = 16384  # padded tokens per forward pass, at most
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,8 +26,8 @@ class Settings:
     layer: int | str = "auto"
     pooling: str = "auto"
     max_length: int | None = None
-    batch_size: int = 64  # texts per forward pass, at most
-    batch_tokens: int = 16384  # padded tokens per forward pass, at most
+    batch_size: int = BATCH_SIZE
+    batch_tokens: int = BATCH_TOKENS
     device: str = "auto"
     precision: str = "auto"
     index_type: str = "auto"  # flat up to 50,000 vectors, then ivf

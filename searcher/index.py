@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from filelock import FileLock, Timeout
 
-from .config import Settings
+from .config import BATCH_SIZE, BATCH_TOKENS, Settings
 from .errors import (
     ConfigError, EmptyQueryError, IndexCorruptError, IndexExistsError, IndexLockedError, IndexNotFoundError,
     ModelMismatchError,
@@ -274,8 +274,8 @@ class Index:
     def add(
         self,
         records: Iterable[Record],
-        batch_size: int = 64,
-        batch_tokens: int = 16384,
+        batch_size: int = BATCH_SIZE,
+        batch_tokens: int = BATCH_TOKENS,
         progress: Callable[[int], None] | None = None,
     ) -> AddReport:
         """Embed and store RECORDS; an id already in the index is replaced, and the last of repeated ids wins.
