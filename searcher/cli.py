@@ -27,8 +27,8 @@ import numpy as np
 from .config import BATCH_SIZE, BATCH_TOKENS, Settings, load_settings
 from .demo import run_demo
 from .evaluate import RETRIEVAL_METRICS, STS_METRICS, BeirDataset, calibrate, evaluate, load_dataset, sweep
-from .errors import ConfigError, OutputError, SearcherError, SourceError
-from .index import AddReport, Index, drop_index, list_indexes
+from .errors import ConfigError, InvalidFilterError, OutputError, SearcherError, SourceError
+from .index import AddReport, Index, drop_index, hits_json, list_indexes
 from .inspect import ContextReport, PairCosine, inspector
 from .plots import plot_context, plot_histogram
 from .sources import read_records
@@ -110,7 +110,7 @@ def index(
     max_length: Annotated[Optional[int], typer.Option(help="Token limit (default: the model's).")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or mps.")] = None,
     precision: PrecisionOption = None,
-    index_type: Annotated[Optional[str], typer.Option("--index-type", help="A new index's vector structure: auto, flat, ivf or hnsw.")] = None,
+    index_type: Annotated[Optional[str], typer.Option("--index-type", help="A new index's vector structure: auto, flat, ivf, ivfpq or hnsw.")] = None,
     on_error: Annotated[str, typer.Option("--on-error", help="A malformed record: stop, or skip it and report.")] = "stop",
     lock_timeout: LockTimeoutOption = None,
     home: HomeOption = None,
@@ -190,7 +190,7 @@ def check(
 @app.command()
 def reindex(
     name: Annotated[str, typer.Argument(help="Index name (under --home) or path.")],
-    index_type: Annotated[str, typer.Option("--index-type", help="auto (flat up to 50,000 vectors, then ivf), flat, ivf or hnsw.")],
+    index_type: Annotated[str, typer.Option("--index-type", help="auto (flat up to 50,000 vectors, then ivfpq), flat, ivf, ivfpq or hnsw.")],
     nprobe: Annotated[Optional[int], typer.Option(help="IVF cells scanned per query (default: 1/16 of them, at least 8).")] = None,
     ef_search: Annotated[Optional[int], typer.Option(help="HNSW search width (default 64).")] = None,
     lock_timeout: LockTimeoutOption = None,
@@ -245,19 +245,17 @@ def query(
     k: Annotated[int, typer.Option("-k", "--top-k", min=1, help="Number of results.")] = 10,
     mode: Annotated[str, typer.Option(help="dense (by meaning), keyword (BM25) or hybrid.")] = "dense",
     min_score: Annotated[Optional[float], typer.Option("--min-score", help="Leave out results scoring below this.")] = None,
+    filters: Annotated[Optional[str], typer.Option("--filter", help='Only documents whose fields match, as JSON: \'{"product": "billing", "lang": {"in": ["en", "de"]}}\'.')] = None,
     json_output: JsonOption = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
     home: HomeOption = None,
 ) -> None:
     """Find the documents that best answer TEXT (dense scores are cosine similarities)."""
     with Index.open(name, home, device) as source:
-        hits = source.search(text, k, mode, min_score)
+        hits = source.search(text, k, mode, min_score, filters=_json_filter(filters) if filters else None)
         threshold = source.manifest.get("thresholds", {}).get(mode)
     if json_output:
-        results = [{"rank": rank, "id": hit.id, "score": hit.score, "text": hit.text, "fields": hit.fields,
-                    "matched": hit.question, "answer": hit.answer, "below_threshold": hit.below_threshold}
-                   for rank, hit in enumerate(hits, start=1)]
-        _print_json({"query": text, "index": name, "mode": mode, "threshold": threshold, "results": results})
+        _print_json({"query": text, "index": name, "mode": mode, "threshold": threshold, "results": hits_json(hits)})
         return
     faq = any(hit.answer is not None for hit in hits)
     columns = ("matched question", "answer") if faq else ("text",)
@@ -272,9 +270,38 @@ def query(
         say(f"No good match: the best score {hits[0].score:.3f} is below the calibrated threshold {threshold:.3f}.")
 
 
+def _json_filter(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as error:
+        raise InvalidFilterError(f"--filter is not valid JSON: {error}") from None
+
+
 def _snippet(text: str, width: int = 120) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+@app.command()
+def serve(
+    names: Annotated[list[str], typer.Option("--index", "-i", help="An index to serve (repeat for several).")],
+    host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 opens the server to the network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    api_key_env: Annotated[Optional[str], typer.Option(
+        "--api-key-env", help="Environment variable holding an API key, then required as `Authorization: Bearer KEY` "
+        "on every endpoint but /healthz and /readyz.")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Server processes, each loading the indexes and models once.")] = 1,
+    cors_origins: Annotated[Optional[list[str]], typer.Option(
+        "--cors-origin", help="Let web pages from this origin call the API (repeat for several); off by default.")] = None,
+    home: HomeOption = None,
+) -> None:
+    """Serve indexes over HTTP: JSON search and document updates for support tools; API docs at /docs."""
+    # Imported here, not at the top: FastAPI and uvicorn would slow down every other command.
+    from .server import ServerConfig, run
+
+    config = ServerConfig(tuple(names), str(home) if home else None, api_key_env, tuple(cors_origins or ()))
+    say(f"Serving {', '.join(names)} at http://{host}:{port} (API docs: /docs); Ctrl+C stops")
+    run(config, host, port, workers)
 
 
 @app.command()

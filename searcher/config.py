@@ -13,7 +13,7 @@ BUNDLED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 POOLINGS = ("auto", "mean", "max", "cls")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
-INDEX_TYPES = ("auto", "flat", "ivf", "hnsw")
+INDEX_TYPES = ("auto", "flat", "ivf", "ivfpq", "hnsw")
 BATCH_SIZE = 64  # texts per forward pass, at most
 BATCH_TOKENS = 16384  # padded tokens per forward pass, at most
 
@@ -30,7 +30,7 @@ class Settings:
     batch_tokens: int = BATCH_TOKENS
     device: str = "auto"
     precision: str = "auto"
-    index_type: str = "auto"  # flat up to 50,000 vectors, then ivf
+    index_type: str = "auto"  # flat up to 50,000 vectors, then ivfpq
     text_fields: tuple[str, ...] = ()
     id_field: str | None = None
     home: str | None = None

@@ -9,6 +9,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -220,6 +221,9 @@ class Embedder:
         self.max_length = max_length or limit
         self.dimension = self.model.config.hidden_size
         self._fingerprint: str | None = None
+        # A fast tokenizer changes its own truncation settings on each call, and refuses to be used from two
+        # threads at once ("Already borrowed"); the model's forward pass has no such state.
+        self._tokenizer_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Embedder:
@@ -250,14 +254,15 @@ class Embedder:
         # embedded; cutting first keeps a multi-megabyte document from being tokenized in full.
         longest = self.max_length * MAX_CHARS_PER_TOKEN
         cut = [text[:longest] for text in texts]
-        encoded = self.tokenizer(
-            cut,
-            truncation=True,
-            max_length=self.max_length,
-            return_overflowing_tokens=True,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-        )
+        with self._tokenizer_lock:
+            encoded = self.tokenizer(
+                cut,
+                truncation=True,
+                max_length=self.max_length,
+                return_overflowing_tokens=True,
+                return_attention_mask=False,
+                return_token_type_ids=False,
+            )
         ids: list[list[int]] = [[] for _ in texts]
         pieces = np.bincount(encoded["overflow_to_sample_mapping"], minlength=len(texts))
         for chunk, sample in zip(encoded["input_ids"], encoded["overflow_to_sample_mapping"]):
@@ -285,7 +290,8 @@ class Embedder:
 
     def encode(self, text: str, pair: str | None = None) -> Encoding:
         """TEXT (and PAIR) exactly as the model sees it, refused rather than cut when over max_length."""
-        encoded = self.tokenizer(text, pair, return_token_type_ids=True, return_offsets_mapping=True)
+        with self._tokenizer_lock:
+            encoded = self.tokenizer(text, pair, return_token_type_ids=True, return_offsets_mapping=True)
         ids = encoded["input_ids"]
         if len(ids) > self.max_length:
             raise InputTooLongError(
@@ -313,7 +319,8 @@ class Embedder:
         return self._forward(ids)
 
     def _forward(self, ids: list[list[int]]) -> np.ndarray:
-        batch = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt")
+        with self._tokenizer_lock:
+            batch = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt")
         mask = batch["attention_mask"].to(self.device)
         ids = batch["input_ids"].to(self.device)
         if self.layer in (-1, self.model.config.num_hidden_layers):

@@ -67,6 +67,12 @@ class CalibrationError(SearcherError):
     """No score threshold reaches the requested precision."""
 
 
+class InvalidFilterError(SearcherError):
+    """A metadata filter is not of the form {field: value} or {field: {"in": [values]}}."""
+
+    exit_code = 2
+
+
 class EmptyQueryError(SearcherError):
     """A query has no text to search for."""
 

@@ -43,6 +43,8 @@ PRE_PRECISION_MANIFEST = {"precision": "fp32"}  # indexes written before precisi
 SEARCH_MODES = ("dense", "keyword", "hybrid")
 HYBRID_DEPTH = 100  # candidates taken from each side before fusion
 KEYWORD_SCAN_FACTOR = 10
+# A filter passing at most this many documents is searched exactly over their stored vectors.
+FILTER_EXACT_LIMIT = 20_000
 # Weight of the relative BM25 score in hybrid mode, chosen on SciFact train and a Banking77 train-only dev split
 # (benchmarks/tune_hybrid.py): +0.070 nDCG@10 on the first, -0.001 on the second.
 KEYWORD_WEIGHT = 0.2
@@ -68,6 +70,15 @@ class Hit:
     def answer(self) -> str | None:
         """For a FAQ entry, its answer; None for other documents."""
         return self.fields.get("answer")
+
+    def as_json(self) -> dict[str, Any]:
+        return {"id": self.id, "score": self.score, "text": self.text, "fields": self.fields, "matched": self.question,
+                "answer": self.answer, "below_threshold": self.below_threshold}
+
+
+def hits_json(hits: list[Hit]) -> list[dict[str, Any]]:
+    """HITS ranked from 1, as `searcher query --json` and the HTTP API give them."""
+    return [{"rank": rank, **hit.as_json()} for rank, hit in enumerate(hits, start=1)]
 
 
 @dataclass(frozen=True)
@@ -133,13 +144,14 @@ class Index:
         self._stale = False  # vectors were dropped that the structure cannot remove in place (HNSW)
         self._vectors, self._loaded_generation = self._load_vectors()
 
-    def _load_vectors(self) -> tuple[VectorIndex, int]:
-        """The FAISS file if it reflects SQLite's current state, else a rebuild from the stored vectors."""
+    def _load_vectors(self, mmap: bool = True) -> tuple[VectorIndex, int]:
+        """The FAISS file (IVF lists memory-mapped with MMAP) if it reflects SQLite's current state, else a
+        rebuild from the stored vectors."""
         manifest = self._store.manifest()
         dimension, generation = manifest["dimension"], manifest.get("generation", 0)
         vectors_file = self.path / VECTORS_FILE
         try:
-            vectors = VectorIndex.load(vectors_file, manifest.get("search_params", {})) if vectors_file.exists() else None
+            vectors = VectorIndex.load(vectors_file, manifest.get("search_params", {}), mmap) if vectors_file.exists() else None
         except IndexCorruptError:
             vectors = None  # derived data: rebuilt below like a missing file
         if vectors is not None and vectors.dimension == dimension and (
@@ -212,14 +224,26 @@ class Index:
 
     @classmethod
     def open(
-        cls, name_or_path: str | Path, home: str | Path | None = None, device: str = "auto", lock_timeout: float | None = None
+        cls,
+        name_or_path: str | Path,
+        home: str | Path | None = None,
+        device: str = "auto",
+        lock_timeout: float | None = None,
+        embedder: Embedder | None = None,
     ) -> Index:
-        """An existing index; a FAISS file that is missing or disagrees with SQLite is rebuilt from stored vectors."""
+        """An existing index; a FAISS file that is missing or disagrees with SQLite is rebuilt from stored vectors.
+
+        EMBEDDER, already loaded (by another `Index` over the same files, say), is used if it embeds exactly
+        as the manifest says, instead of loading the model again.
+        """
         path = index_path(name_or_path, home)
         if not (path / DOCS_FILE).is_file():
             where = f"{path}" if path.exists() else f"{path} (no such directory)"
             raise IndexNotFoundError(f"no index named {str(name_or_path)!r} at {where}")
-        return cls(path, DocumentStore.open(path / DOCS_FILE), device, lock_timeout)
+        index = cls(path, DocumentStore.open(path / DOCS_FILE), device, lock_timeout)
+        if embedder is not None:
+            index._embedder = index._checked(embedder)
+        return index
 
     @property
     def manifest(self) -> dict[str, Any]:
@@ -233,15 +257,22 @@ class Index:
         """The manifest's model, loaded on first use and refused if its files changed since indexing."""
         if self._embedder is None:
             manifest = PRE_PRECISION_MANIFEST | self.manifest
-            embedder = _embedding().Embedder(**{key: manifest[key] for key in EMBEDDING_KEYS}, device=self._device)
-            if embedder.fingerprint != manifest["fingerprint"]:
-                raise ModelMismatchError(
-                    f"index {self.name!r} was built with a different copy of {manifest['model']} "
-                    f"(fingerprint {manifest['fingerprint'][:12]}, now {embedder.fingerprint[:12]} at "
-                    f"{embedder.model_dir}); restore that model or rebuild the index"
-                )
-            self._embedder = embedder
+            self._embedder = self._checked(_embedding().Embedder(**{key: manifest[key] for key in EMBEDDING_KEYS}, device=self._device))
         return self._embedder
+
+    def _checked(self, embedder: Embedder) -> Embedder:
+        """EMBEDDER, if it embeds as the manifest says with the very model files the index was built with."""
+        manifest = PRE_PRECISION_MANIFEST | self.manifest
+        differing = [key for key in EMBEDDING_KEYS if getattr(embedder, "model_id" if key == "model" else key) != manifest[key]]
+        if differing:
+            raise ModelMismatchError(f"index {self.name!r} embeds with other settings ({', '.join(differing)}) than this model")
+        if embedder.fingerprint != manifest["fingerprint"]:
+            raise ModelMismatchError(
+                f"index {self.name!r} was built with a different copy of {manifest['model']} "
+                f"(fingerprint {manifest['fingerprint'][:12]}, now {embedder.fingerprint[:12]} at "
+                f"{embedder.model_dir}); restore that model or rebuild the index"
+            )
+        return embedder
 
     @classmethod
     def open_or_create(cls, name_or_path: str | Path, settings: Settings | None = None, home: str | Path | None = None) -> Index:
@@ -378,6 +409,9 @@ class Index:
                     f"index {self.name!r} is being written by another process; gave up after {self.lock_timeout} s"
                 ) from None
         try:
+            # Another process may have written since this one loaded its vectors, and mapped lists are read-only.
+            if self._vectors.read_only or self._store.manifest().get("vectors_generation") != self._loaded_generation:
+                self._vectors, self._loaded_generation = self._load_vectors(mmap=False)
             yield
         finally:
             lock.release()
@@ -421,12 +455,15 @@ class Index:
         mode: str = "dense",
         min_score: float | None = None,
         keyword_weight: float = KEYWORD_WEIGHT,
+        filters: dict[str, Any] | None = None,
     ) -> list[Hit]:
-        """The K best documents for TEXT, best first, at least MIN_SCORE.
+        """The K best documents for TEXT, best first, at least MIN_SCORE, among those whose fields pass FILTERS.
 
         dense: cosine similarity of the best-matching phrasing; keyword: BM25; hybrid: cosine plus
         KEYWORD_WEIGHT times BM25 relative to the query's best keyword match. Hits scoring under the
-        index's calibrated threshold for the mode are marked `below_threshold`.
+        index's calibrated threshold for the mode are marked `below_threshold`. FILTERS ({field: value} or
+        {field: {"in": [values]}}, see `store.filter_sql`) never cost recall: a selective filter is searched
+        exactly over its documents, a broad one by fetching past the documents it leaves out.
         """
         if not text or not text.strip():
             raise EmptyQueryError("empty query: give some text to search for")
@@ -434,16 +471,17 @@ class Index:
             raise ConfigError(f"k must be a positive integer, got {k!r}")
         if mode not in SEARCH_MODES:
             raise ConfigError(f"invalid mode {mode!r}: choose one of {', '.join(SEARCH_MODES)}")
+        allowed = self._store.matching_documents(filters) if filters else None
         manifest = self.manifest
         self._refresh_vectors(manifest)
         if mode == "keyword":
-            scored = {rowid: (score, None) for rowid, score in self._store.keyword_search(text, k)}
-        elif not len(self._vectors):
+            scored = {rowid: (score, None) for rowid, score in self._store.keyword_search(text, k, filters)}
+        elif not len(self._vectors) or allowed == set():
             scored = {}
         elif mode == "dense":
-            scored = self._dense(self.embedder.embed([text])[0], k)
+            scored = self._dense(self.embedder.embed([text])[0], k, allowed)
         else:
-            scored = self._hybrid(text, k, keyword_weight)
+            scored = self._hybrid(text, k, keyword_weight, filters, allowed)
         ranked = sorted(scored.items(), key=lambda item: -item[1][0])[:k]
         if min_score is not None:
             ranked = [(rowid, match) for rowid, match in ranked if match[0] >= min_score]
@@ -462,38 +500,56 @@ class Index:
         """Pick up the vector file a writer saved since this index was opened."""
         saved = manifest.get("vectors_generation")
         if saved is not None and saved != self._loaded_generation and (self.path / VECTORS_FILE).exists():
-            self._vectors = VectorIndex.load(self.path / VECTORS_FILE, manifest.get("search_params", {}))
+            self._vectors = VectorIndex.load(self.path / VECTORS_FILE, manifest.get("search_params", {}), mmap=True)
             self._loaded_generation = saved
 
-    def _dense(self, vector: np.ndarray, k: int) -> dict[int, tuple[float, str | None]]:
-        """Best (cosine, phrasing) of the K nearest documents; documents with several phrasings need a deeper look."""
-        fetch = k
+    def _dense(self, vector: np.ndarray, k: int, allowed: set[int] | None = None) -> dict[int, tuple[float, str | None]]:
+        """Best (cosine, phrasing) of the K nearest documents, only ALLOWED ones if given.
+
+        Documents with several phrasings, and filters, need a deeper look than K vectors.
+        """
+        if allowed is not None and len(allowed) <= FILTER_EXACT_LIMIT:
+            return dict(sorted(self._score_documents(vector, allowed).items(), key=lambda item: -item[1][0])[:k])
+        total = len(self._vectors)
+        fetch = min(total, k if allowed is None else k * -(-len(self) // len(allowed)))  # expect the filter's share
         while True:
-            matches = self._vectors.search(vector, fetch)
+            matches = self._vectors.search(vector, fetch, self._exact_vectors)
             owners = self._store.vector_owners([vector_id for vector_id, _ in matches])
             best: dict[int, tuple[float, str | None]] = {}
             for vector_id, score in matches:
                 if vector_id in owners:  # else replaced by a writer since the vectors were loaded
                     document, phrasing = owners[vector_id]
-                    best.setdefault(document, (score, phrasing))
-            if len(best) >= k or fetch >= len(self._vectors):
+                    if allowed is None or document in allowed:
+                        best.setdefault(document, (score, phrasing))
+            if len(best) >= k or fetch >= total:
                 return best
-            fetch = min(fetch * 4, len(self._vectors))
+            fetch = min(fetch * 4, total)
 
-    def _hybrid(self, text: str, k: int, keyword_weight: float) -> dict[int, tuple[float, str | None]]:
+    def _score_documents(self, vector: np.ndarray, documents: Iterable[int]) -> dict[int, tuple[float, str | None]]:
+        """Exact (cosine, phrasing) of each of DOCUMENTS, from its best-matching stored vector."""
+        owners, vectors = self._store.document_vectors(list(documents), self._vectors.dimension)
+        best: dict[int, tuple[float, str | None]] = {}
+        for (document, phrasing), score in sorted(zip(owners, vectors @ vector), key=lambda item: -item[1]):
+            best.setdefault(document, (float(score), phrasing))
+        return best
+
+    def _exact_vectors(self, vector_ids: np.ndarray) -> np.ndarray:
+        return self._store.vectors_by_id(vector_ids.tolist(), self._vectors.dimension)
+
+    def _hybrid(
+        self, text: str, k: int, keyword_weight: float, filters: dict[str, Any] | None, allowed: set[int] | None
+    ) -> dict[int, tuple[float, str | None]]:
         """Dense and BM25 candidates, each scored exactly on both sides, then combined."""
         vector = self.embedder.embed([text])[0]
         depth = max(k, HYBRID_DEPTH)
-        dense = self._dense(vector, depth)
+        dense = self._dense(vector, depth, allowed)
         # BM25 scores well past the keyword top `depth`, so dense candidates get theirs from the same query;
         # a document outside the scan scores far below the best and counts as 0.
-        keyword_ranked = self._store.keyword_search(text, depth * KEYWORD_SCAN_FACTOR)
+        keyword_ranked = self._store.keyword_search(text, depth * KEYWORD_SCAN_FACTOR, filters)
         keyword = dict(keyword_ranked)
         keyword_only = [rowid for rowid, _ in keyword_ranked[:depth] if rowid not in dense]
         if keyword_only:
-            owners, vectors = self._store.document_vectors(keyword_only, self._vectors.dimension)
-            for (document, phrasing), score in sorted(zip(owners, vectors @ vector), key=lambda item: -item[1]):
-                dense.setdefault(document, (float(score), phrasing))
+            dense |= self._score_documents(vector, keyword_only)
         best_keyword = keyword_ranked[0][1] if keyword_ranked else 1.0
         return {
             rowid: (cosine + keyword_weight * keyword.get(rowid, 0.0) / best_keyword, phrasing)
@@ -527,7 +583,7 @@ class Index:
         found = self._store.problems(self.manifest["dimension"])
         vectors_file = self.path / VECTORS_FILE
         try:
-            on_disk = VectorIndex.load(vectors_file) if vectors_file.exists() else None
+            on_disk = VectorIndex.load(vectors_file, mmap=True) if vectors_file.exists() else None
         except IndexCorruptError as error:
             found.append(str(error))
         else:

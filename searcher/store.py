@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import sqlite_utils
 
-from .errors import IndexCorruptError, IndexVersionError, IndexWriteError
+from .errors import IndexCorruptError, IndexVersionError, IndexWriteError, InvalidFilterError
 
 # AUTOINCREMENT: a deleted row's rowid (a FAISS id) is never handed to another row.
 SCHEMA = """
@@ -51,6 +51,7 @@ FORMAT = 1  # layout of docs.sqlite; raised when a newer searcher changes it
 
 # Porter stemming over unicode61 words: "indexes" finds "indexing".
 FTS_TOKENIZER = "porter"
+MAX_FILTER_VALUES = 1000  # values in one {"in": [...]} filter
 
 
 @dataclass(frozen=True)
@@ -230,6 +231,12 @@ class DocumentStore:
         ).fetchall()
         return [(document, phrasing) for document, phrasing, _ in rows], _matrix([blob for _, _, blob in rows], dimension)
 
+    def vectors_by_id(self, vector_ids: Sequence[int], dimension: int) -> np.ndarray:
+        """The vectors with the given ids, in that order; zeros for an id a writer has removed meanwhile."""
+        rows = dict(self.db.execute(f"SELECT rowid, vector FROM vectors WHERE rowid IN ({_marks(vector_ids)})", list(vector_ids)))
+        zeros = bytes(4 * dimension)
+        return _matrix([rows.get(int(vector_id), zeros) for vector_id in vector_ids], dimension)
+
     def vector_ids(self) -> np.ndarray:
         return np.fromiter((row[0] for row in self.db.execute("SELECT rowid FROM vectors ORDER BY rowid")), dtype=np.int64)
 
@@ -238,16 +245,23 @@ class DocumentStore:
         rows = self.db.execute("SELECT rowid, vector FROM vectors ORDER BY rowid").fetchall()
         return np.array([rowid for rowid, _ in rows], dtype=np.int64), _matrix([blob for _, blob in rows], dimension)
 
-    def keyword_search(self, text: str, k: int) -> list[tuple[int, float]]:
-        """(document rowid, BM25 score) of the K best keyword matches, best first."""
+    def keyword_search(self, text: str, k: int, filters: dict[str, Any] | None = None) -> list[tuple[int, float]]:
+        """(document rowid, BM25 score) of the K best keyword matches among documents passing FILTERS, best first."""
         query = keyword_query(text)
         if query is None:
             return []
+        where, values = filter_sql(filters or {})
         rows = self.db.execute(
-            "SELECT rowid, -bm25(documents_fts) FROM documents_fts WHERE documents_fts MATCH ? ORDER BY rank LIMIT ?",
-            [query, k],
+            "SELECT rowid, -bm25(documents_fts) FROM documents_fts WHERE documents_fts MATCH ? "
+            f"AND rowid IN (SELECT rowid FROM documents WHERE {where}) ORDER BY rank LIMIT ?",
+            [query, *values, k],
         )
         return [(rowid, score) for rowid, score in rows]
+
+    def matching_documents(self, filters: dict[str, Any]) -> set[int]:
+        """Rowids of the documents whose fields pass FILTERS (see `filter_sql`)."""
+        where, values = filter_sql(filters)
+        return {rowid for (rowid,) in self.db.execute(f"SELECT rowid FROM documents WHERE {where}", values)}
 
     def problems(self, dimension: int) -> list[str]:
         """Everything wrong inside docs.sqlite: file integrity, counts, vectors, keyword index."""
@@ -287,6 +301,34 @@ class DocumentStore:
 
     def close(self) -> None:
         self.db.close()
+
+
+def filter_sql(filters: dict[str, Any]) -> tuple[str, list[Any]]:
+    """A WHERE condition on documents.fields: {field: value} for equality, {field: {"in": [values]}} for any of them.
+
+    Conditions on several fields must all hold; a document without the field never matches.
+    """
+    if not isinstance(filters, dict):
+        raise InvalidFilterError(f"a filter is an object of field: value pairs, got {filters!r}")
+    conditions, values = ["1"], []
+    for name, wanted in filters.items():
+        if not isinstance(name, str) or not name or '"' in name:
+            raise InvalidFilterError(f"invalid filter field name {name!r}")
+        path = f'$."{name}"'
+        if isinstance(wanted, dict):
+            if list(wanted) != ["in"] or not isinstance(wanted["in"], list) or not wanted["in"]:
+                raise InvalidFilterError(f'filter on {name!r}: use a value or {{"in": [values]}}, got {wanted!r}')
+            choices = wanted["in"]
+        else:
+            choices = [wanted]
+        if len(choices) > MAX_FILTER_VALUES:
+            raise InvalidFilterError(f"filter on {name!r}: at most {MAX_FILTER_VALUES} values, got {len(choices)}")
+        for choice in choices:
+            if not isinstance(choice, (str, int, float)):  # bool is an int: JSON true is stored as 1
+                raise InvalidFilterError(f"filter on {name!r}: values are strings, numbers or booleans, got {choice!r}")
+        conditions.append(f"json_extract(fields, ?) IN ({_marks(choices)})")
+        values += [path, *choices]
+    return " AND ".join(conditions), values
 
 
 def _connect(path: Path) -> sqlite_utils.Database:

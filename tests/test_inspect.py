@@ -177,22 +177,24 @@ def test_words_command_json_and_per_token_view(tiny_model):
     assert [t["token"] for t in per_token] == ["[CLS]", "rock", "[SEP]"] and len(per_token[0]["vector"]) == 32
 
 
-def test_embed_matches_the_indexer(tiny_model, tiny_embedder, tmp_path):
+def test_embed_matches_the_indexer(tiny_model, tmp_path):
+    indexer = Embedder.from_settings(Settings(model=str(tiny_model), device="cpu"))  # default precision, as `index` uses
     result = run("embed", "reset my password", "cancel billing", "--model", tiny_model)
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in result.stdout.splitlines()]
-    np.testing.assert_allclose([line["vector"] for line in lines], tiny_embedder.embed(["reset my password", "cancel billing"]), atol=1e-6)
+    np.testing.assert_allclose([line["vector"] for line in lines], indexer.embed(["reset my password", "cancel billing"]), atol=1e-6)
     out = tmp_path / "v.npy"
     assert run("embed", "--stdin", "--model", tiny_model, "--out", out, input="one\n\ntwo\n").exit_code == 0
-    np.testing.assert_allclose(np.load(out), tiny_embedder.embed(["one", "two"]), atol=1e-6)
+    np.testing.assert_allclose(np.load(out), indexer.embed(["one", "two"]), atol=1e-6)
 
 
 def test_embed_with_an_index_uses_its_settings(tiny_model, tmp_path):
     with Index.create(tmp_path / "maxpool", Settings(model=str(tiny_model), layer=1, pooling="max", device="cpu")) as index:
         index.add([Record("a", "the text")])
+        precision = index.manifest["precision"]  # auto: bf16 or fp32, by CPU
     result = run("embed", "the text", "--index", tmp_path / "maxpool")
     assert result.exit_code == 0, result.output
-    expected = Embedder(str(tiny_model), layer=1, pooling="max", device="cpu").embed(["the text"])
+    expected = Embedder(str(tiny_model), layer=1, pooling="max", device="cpu", precision=precision).embed(["the text"])
     np.testing.assert_allclose(json.loads(result.stdout)["vector"], expected[0], atol=1e-6)
 
 
