@@ -166,9 +166,9 @@ class Indexes:
                 self.served[name] = ServedIndex(name, self.config.home)
             self.ready = True
             log.info("serving %s", ", ".join(self.config.indexes))
-        except SearcherError as error:
-            self.failure = str(error)
-            log.error("cannot serve: %s", error)
+        except Exception as error:  # whatever stops a model or index from loading must show in /readyz, not hang it
+            self.failure = f"cannot serve: {error}".splitlines()[0]
+            log.error(self.failure)
 
     def require_ready(self) -> None:
         if not self.ready:

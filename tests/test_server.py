@@ -195,6 +195,20 @@ def test_alive_before_ready_and_searches_wait_for_ready(home, monkeypatch):
         assert client.post("/v1/search", json={"index": "faq", "query": "password"}).status_code == 200
 
 
+def test_a_failed_load_is_reported_by_readyz_and_every_call(home, monkeypatch):
+    def broken(self, *args):
+        raise RuntimeError("out of memory while loading weights")
+
+    monkeypatch.setattr(searcher.server.ServedIndex, "__init__", broken)
+    with TestClient(create_app(ServerConfig(("faq",), str(home)))) as client:
+        deadline = time.monotonic() + 30
+        while client.get("/readyz").json()["status"] == "loading" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert client.get("/readyz").json() == {"status": "failed", "error": "cannot serve: out of memory while loading weights"}
+        response = client.post("/v1/search", json={"index": "faq", "query": "password"})
+        assert response.status_code == 503 and "out of memory" in response.json()["error"]
+
+
 def test_searches_go_on_while_a_write_is_in_progress(home, monkeypatch):
     writing, finish = threading.Event(), threading.Event()
     original_add = Index.add
