@@ -113,11 +113,17 @@ def index(
     index_type: Annotated[Optional[str], typer.Option("--index-type", help="A new index's vector structure: auto, flat, ivf, ivfpq or hnsw.")] = None,
     on_error: Annotated[str, typer.Option("--on-error", help="A malformed record: stop, or skip it and report.")] = "stop",
     lock_timeout: LockTimeoutOption = None,
+    engine: Annotated[str, typer.Option(help="local, or ray: embed on a Ray cluster (pip install 'searcher[ray]').")] = "local",
+    ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Ray cluster to join (auto or HOST:PORT); default: a local one for this run.")] = None,
+    actors: Annotated[int, typer.Option(min=1, help="Ray: embedding actors, each loading the model once.")] = 1,
+    gpus_per_actor: Annotated[float, typer.Option("--gpus-per-actor", min=0, help="Ray: GPUs per actor (0: CPU).")] = 0,
     home: HomeOption = None,
 ) -> None:
     """Embed documents from SOURCE into an index (created if new; changed ids are replaced, unchanged skipped)."""
     if on_error not in ("stop", "skip"):
         raise ConfigError(f"invalid --on-error {on_error!r}: choose stop or skip")
+    if engine not in ("local", "ray"):
+        raise ConfigError(f"invalid --engine {engine!r}: choose local or ray")
     settings = load_settings(
         config, model=model, layer=layer, pooling=pooling, text_fields=text_field, id_field=id_field,
         batch_size=batch_size, batch_tokens=batch_tokens, max_length=max_length, device=device, precision=precision,
@@ -129,10 +135,18 @@ def index(
         target.lock_timeout = lock_timeout
         with _progress() as progress:
             task = progress.add_task(f"Indexing into {target.name}", total=len(records))
-            report = target.add(records, settings.batch_size, settings.batch_tokens, lambda done: progress.advance(task, done))
+            report = target.add(records, settings.batch_size, settings.batch_tokens, lambda done: progress.advance(task, done),
+                                _ray_engine(target, settings, ray_address, actors, gpus_per_actor) if engine == "ray" else None)
         say(_summary(report, target.name))
     if skipped:
         say(f"Skipped {len(skipped):,} malformed records; the first: {skipped[0]}", errors)
+
+
+def _ray_engine(target: Index, settings: Settings, address: str | None, actors: int, gpus: float) -> Any:
+    # Imported here, not at the top: Ray is an optional extra and slow to import.
+    from .distributed import RayOptions, engine
+
+    return engine(target, settings.batch_tokens, RayOptions(address, actors, gpus, settings.batch_size))
 
 
 @app.command()

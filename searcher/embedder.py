@@ -10,6 +10,7 @@ import importlib.util
 import json
 import os
 import threading
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -98,10 +99,14 @@ def cpu_runs_bf16() -> bool:
 
 @dataclass(frozen=True)
 class Tokenized:
-    """Token ids of texts, each cut to the model's limit, and how many texts were cut."""
+    """Token ids of texts, each cut to the model's limit, and which texts were cut."""
 
     ids: list[list[int]]
-    truncated: int
+    cut: list[bool]
+
+    @property
+    def truncated(self) -> int:
+        return sum(self.cut)
 
 
 @dataclass(frozen=True)
@@ -114,6 +119,16 @@ class Encoding:
     mask: list[int]
     words: list[int | None]  # index of the word each token belongs to; None for special tokens
     offsets: list[tuple[int, int]]  # character span of each token in its own text
+
+
+@dataclass(frozen=True)
+class EmbeddedDocuments:
+    """Vectors of some documents: for each in turn, its text's vector, then one per alternative phrasing."""
+
+    positions: list[int]  # which documents, as indices into the sequence that was embedded
+    vectors: np.ndarray
+    truncated: int  # texts among them cut to the model's limit
+    model_seconds: float = 0.0  # time in the model's forward passes
 
 
 def locate_model(model: str) -> Path:
@@ -249,7 +264,7 @@ class Embedder:
     def tokenize(self, texts: Sequence[str]) -> Tokenized:
         """Token ids with special tokens, cut to max_length; the cut is counted, never silent."""
         if not texts:
-            return Tokenized(ids=[], truncated=0)
+            return Tokenized(ids=[], cut=[])
         # No token spans more than MAX_CHARS_PER_TOKEN characters, so text past this cut could never be
         # embedded; cutting first keeps a multi-megabyte document from being tokenized in full.
         longest = self.max_length * MAX_CHARS_PER_TOKEN
@@ -269,7 +284,7 @@ class Embedder:
             if not ids[sample]:
                 ids[sample] = chunk
         was_cut = np.array([len(text) > longest for text in texts])
-        return Tokenized(ids=ids, truncated=int(((pieces > 1) | was_cut).sum()))
+        return Tokenized(ids=ids, cut=((pieces > 1) | was_cut).tolist())
 
     def embed_batches(
         self, tokenized: Tokenized, batch_size: int = BATCH_SIZE, batch_tokens: int = BATCH_TOKENS
@@ -277,6 +292,25 @@ class Embedder:
         """(positions, vectors) batch by batch, longest texts first (see `length_batches`)."""
         for positions in length_batches([len(ids) for ids in tokenized.ids], batch_size, batch_tokens):
             yield positions, self._forward([tokenized.ids[i] for i in positions])
+
+    def embed_documents(
+        self, documents: Sequence[tuple[str, Sequence[str]]], batch_size: int = BATCH_SIZE, batch_tokens: int = BATCH_TOKENS
+    ) -> Iterator[EmbeddedDocuments]:
+        """Vectors of (text, phrasings) DOCUMENTS in length-sorted batches (see `length_batches`), a document's
+        texts always in the same batch, so that it can be stored whole."""
+        owners = [(i, text) for i, (text, _) in enumerate(documents)]
+        owners += [(i, phrasing) for i, (_, phrasings) in enumerate(documents) for phrasing in phrasings]
+        tokenized = self.tokenize([text for _, text in owners])
+        texts_of: dict[int, list[int]] = {}
+        for position, (i, _) in enumerate(owners):
+            texts_of.setdefault(i, []).append(position)
+        lengths = [len(tokenized.ids[i]) for i in range(len(documents))]
+        for batch in length_batches(lengths, batch_size, batch_tokens):
+            positions = [position for i in batch for position in texts_of[i]]
+            started = time.perf_counter()
+            vectors = self._forward([tokenized.ids[position] for position in positions])
+            yield EmbeddedDocuments(batch, vectors, sum(tokenized.cut[position] for position in positions),
+                                    time.perf_counter() - started)
 
     def embed(self, texts: Sequence[str], batch_size: int = BATCH_SIZE, batch_tokens: int = BATCH_TOKENS) -> np.ndarray:
         """Vectors for TEXTS, in input order, shape (len(texts), dimension)."""

@@ -30,7 +30,10 @@ from .store import FORMAT, DocumentStore, content_hash, fields_json
 from .vectors import VectorIndex, check_search_params, resolve_type
 
 if TYPE_CHECKING:
-    from .embedder import Embedder
+    from .embedder import EmbeddedDocuments, Embedder
+
+    # Embeds (text, phrasings) documents somewhere else (a Ray cluster), batch by batch.
+    EmbeddingEngine = Callable[[list[tuple[str, tuple[str, ...]]]], Iterable[EmbeddedDocuments]]
 
 DOCS_FILE = "docs.sqlite"
 VECTORS_FILE = "vectors.faiss"
@@ -308,12 +311,14 @@ class Index:
         batch_size: int = BATCH_SIZE,
         batch_tokens: int = BATCH_TOKENS,
         progress: Callable[[int], None] | None = None,
+        engine: EmbeddingEngine | None = None,
     ) -> AddReport:
         """Embed and store RECORDS; an id already in the index is replaced, and the last of repeated ids wins.
 
         Documents go through the model in batches of at most BATCH_SIZE documents and BATCH_TOKENS padded
-        tokens. Each batch is committed to SQLite on its own; FAISS is saved once at the end (and rebuilt
-        on open if a crash came first).
+        tokens, in this process or by ENGINE (`searcher.distributed`), which gets the (text, phrasings) of
+        the documents to embed and hands back their vectors batch by batch. Each batch is committed to
+        SQLite on its own; FAISS is saved once at the end (and rebuilt on open if a crash came first).
         """
         started = time.perf_counter()
         latest: dict[str, Record] = {}
@@ -323,6 +328,8 @@ class Index:
             latest[record.id] = record
         documents = [record for record in latest.values() if record.text.strip()]
         embedder = self.embedder  # loaded (and its fingerprint checked) before anything is written
+        embed = engine or (lambda texts: embedder.embed_documents(texts, batch_size, batch_tokens))
+        truncated, model_seconds = 0, 0.0
         with self._writing():
             plan = self._plan(documents)
             if plan.fields_only:
@@ -330,28 +337,18 @@ class Index:
                     self._store.upsert_documents([_row(record) for record in plan.fields_only])
             pending = plan.new + plan.changed
             reembed = {record.id for record in plan.changed}
-            # Every text to embed: each document's own, then its alternative phrasings.
-            owners = [(i, None) for i in range(len(pending))]
-            owners += [(i, phrasing) for i, record in enumerate(pending) for phrasing in record.phrasings]
-            tokenized = embedder.tokenize([pending[i].text if p is None else p for i, p in owners])
-            texts_of: dict[int, list[int]] = {}
-            for position, (i, _) in enumerate(owners):
-                texts_of.setdefault(i, []).append(position)
             # A document and its vectors commit together, so an interrupted run leaves only complete
             # documents behind.
-            model_seconds = 0.0
-            lengths = [len(tokenized.ids[i]) for i in range(len(pending))]
-            for batch in _embedding().length_batches(lengths, batch_size, batch_tokens):
-                positions = [position for i in batch for position in texts_of[i]]
-                model_started = time.perf_counter()
-                vectors = embedder.embed_token_ids([tokenized.ids[position] for position in positions])
-                model_seconds += time.perf_counter() - model_started
+            for embedded in embed([(record.text, record.phrasings) for record in pending]):
+                batch = embedded.positions
                 with self._store.transaction():
                     rowids, dropped = self._store.upsert_documents([_row(pending[i]) for i in batch], reembed)
-                    rowid_of = dict(zip(batch, rowids))
-                    vector_ids = self._store.add_vectors([(rowid_of[owners[p][0]], owners[p][1]) for p in positions], vectors)
+                    owners = [(rowid, phrasing) for i, rowid in zip(batch, rowids) for phrasing in (None, *pending[i].phrasings)]
+                    vector_ids = self._store.add_vectors(owners, embedded.vectors)
                 self._forget_vectors(dropped)
-                self._vectors.add(vector_ids, vectors)
+                self._vectors.add(vector_ids, embedded.vectors)
+                truncated += embedded.truncated
+                model_seconds += embedded.model_seconds
                 if progress:
                     progress(len(batch))
             if pending or plan.fields_only:
@@ -362,7 +359,7 @@ class Index:
             unchanged=len(plan.unchanged),
             skipped_empty=len(latest) - len(documents),
             duplicates=received - len(latest),
-            truncated=tokenized.truncated,
+            truncated=truncated,
             max_length=embedder.max_length,
             seconds=time.perf_counter() - started,
             model_seconds=model_seconds,
