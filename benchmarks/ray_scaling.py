@@ -1,0 +1,74 @@
+"""Documents/s of `searcher index` on the local path against Ray with 1 and 2 actors, whole commands.
+
+    python benchmarks/ray_scaling.py ../shared/datasets/scifact [--documents 1000] [--actors 1 2]
+
+Each run is a fresh `searcher index` process into a new index over the same first --documents documents of
+a BEIR corpus, default settings; the Ray runs start a local cluster for the command (as a user without a
+cluster gets) and stop it after. Then the Ray index is checked against the local one: same ids, vectors
+within 1e-3 (bf16 where the CPU has it) and the same top hit for 50 queries. Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from searcher import Index
+
+
+def run(source: Path, home: str, name: str, extra: list[str]) -> float:
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "searcher", "index", str(source), "--index", name, "--home", home, *extra],
+                   check=True, capture_output=True, env=os.environ | {"HF_HUB_OFFLINE": "1"})
+    return time.perf_counter() - started
+
+
+def by_document(index: Index) -> dict[tuple[str, str | None], np.ndarray]:
+    ids, vectors = index._store.vectors(index.manifest["dimension"])
+    owners = index._store.vector_owners(ids.tolist())
+    documents = index._store.documents(sorted({document for document, _ in owners.values()}))
+    return {(documents[owners[i][0]].id, owners[i][1]): vector for i, vector in zip(ids.tolist(), vectors)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("corpus", type=Path, help="a BEIR directory (corpus.jsonl, queries.jsonl)")
+    parser.add_argument("--documents", type=int, default=1000)
+    parser.add_argument("--actors", type=int, nargs="+", default=[1, 2])
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="searcher-ray-") as home:
+        source = Path(home) / "documents.jsonl"
+        with open(args.corpus / "corpus.jsonl", encoding="utf-8") as corpus:
+            lines = [next(corpus) for _ in range(args.documents)]
+        source.write_text("".join(lines), encoding="utf-8")
+        rows = [("local", run(source, home, "local", []))]
+        for actors in args.actors:
+            rows.append((f"ray, {actors} actor{'s' if actors > 1 else ''}",
+                         run(source, home, f"ray{actors}", ["--engine", "ray", "--actors", str(actors)])))
+        queries = [json.loads(line)["text"] for line in (args.corpus / "queries.jsonl").read_text(encoding="utf-8").splitlines()[:50]]
+        with Index.open("local", home) as local, Index.open(f"ray{args.actors[-1]}", home) as distributed:
+            expected, got = by_document(local), by_document(distributed)
+            difference = max(float(np.abs(got[key] - expected[key]).max()) for key in expected) if got.keys() == expected.keys() else float("inf")
+            same_top = sum(local.search(q, k=1)[0].id == distributed.search(q, k=1)[0].id for q in queries)
+            precision = local.manifest["precision"]
+    print(f"# {platform.machine()}, {os.cpu_count()} CPUs, precision {precision}; first {args.documents:,} documents of {args.corpus.name}; "
+          f"whole `searcher index` commands (a Ray run starts and stops a local cluster)")
+    print("\n| engine | seconds | documents/s | vs local |")
+    print("|---|---|---|---|")
+    for label, seconds in rows:
+        print(f"| {label} | {seconds:.1f} | {args.documents / seconds:.1f} | {rows[0][1] / seconds:.2f}× |")
+    print(f"\nRay ({args.actors[-1]} actors) against local: same ids {got.keys() == expected.keys()}, "
+          f"largest vector difference {difference:.1e}, same top hit for {same_top} of {len(queries)} queries")
+
+
+if __name__ == "__main__":
+    main()
