@@ -106,7 +106,8 @@ def _cluster(address: str | None) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
-    logging.getLogger("ray").setLevel(logging.ERROR)  # its progress lines would interleave with the CLI's own bar
+    for name in ("ray", "ray.data"):  # their progress lines would interleave with the CLI's own bar
+        logging.getLogger(name).setLevel(logging.ERROR)
     ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     ray.data.DataContext.get_current().enable_progress_bars = False
     try:
