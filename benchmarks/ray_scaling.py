@@ -3,15 +3,15 @@
     python benchmarks/ray_scaling.py ../shared/datasets/scifact [--documents 1000] [--actors 1 2]
 
 Each run is a fresh `searcher index` process into a new index over the same first --documents documents of
-a BEIR corpus, default settings; the Ray runs start a local cluster for the command (as a user without a
-cluster gets) and stop it after. Then the Ray index is checked against the local one: same ids, vectors
-within 1e-3 (bf16 where the CPU has it) and the same top hit for 50 queries. Prints a Markdown table.
+a BEIR corpus (0: all), default settings; the Ray runs start a local cluster for the command (as a user
+without a cluster gets) and stop it after. Then the last Ray index is checked against the local one: same
+ids, largest vector difference (bf16 where the CPU has it), and the test split's nDCG@10 and recall@100 of
+both (over the indexed documents). Prints a Markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess
@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from searcher import Index
+from searcher.evaluate import load_beir, retrieval_metrics
 
 
 def run(source: Path, home: str, name: str, extra: list[str]) -> float:
@@ -48,26 +49,29 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="searcher-ray-") as home:
         source = Path(home) / "documents.jsonl"
         with open(args.corpus / "corpus.jsonl", encoding="utf-8") as corpus:
-            lines = [next(corpus) for _ in range(args.documents)]
+            lines = [line for line in corpus if line.strip()]
+        lines = lines[: args.documents or len(lines)]
         source.write_text("".join(lines), encoding="utf-8")
         rows = [("local", run(source, home, "local", []))]
         for actors in args.actors:
             rows.append((f"ray, {actors} actor{'s' if actors > 1 else ''}",
                          run(source, home, f"ray{actors}", ["--engine", "ray", "--actors", str(actors)])))
-        queries = [json.loads(line)["text"] for line in (args.corpus / "queries.jsonl").read_text(encoding="utf-8").splitlines()[:50]]
+        dataset = load_beir(args.corpus, "test")
         with Index.open("local", home) as local, Index.open(f"ray{args.actors[-1]}", home) as distributed:
             expected, got = by_document(local), by_document(distributed)
             difference = max(float(np.abs(got[key] - expected[key]).max()) for key in expected) if got.keys() == expected.keys() else float("inf")
-            same_top = sum(local.search(q, k=1)[0].id == distributed.search(q, k=1)[0].id for q in queries)
+            scores = [retrieval_metrics({qid: [hit.id for hit in index.search(text, k=100)] for qid, text in dataset.queries.items()},
+                                        dataset.qrels) for index in (local, distributed)]
             precision = local.manifest["precision"]
-    print(f"# {platform.machine()}, {os.cpu_count()} CPUs, precision {precision}; first {args.documents:,} documents of {args.corpus.name}; "
+    print(f"# {platform.machine()}, {os.cpu_count()} CPUs, precision {precision}; first {len(lines):,} documents of {args.corpus.name}; "
           f"whole `searcher index` commands (a Ray run starts and stops a local cluster)")
     print("\n| engine | seconds | documents/s | vs local |")
     print("|---|---|---|---|")
     for label, seconds in rows:
-        print(f"| {label} | {seconds:.1f} | {args.documents / seconds:.1f} | {rows[0][1] / seconds:.2f}× |")
+        print(f"| {label} | {seconds:.1f} | {len(lines) / seconds:.1f} | {rows[0][1] / seconds:.2f}× |")
     print(f"\nRay ({args.actors[-1]} actors) against local: same ids {got.keys() == expected.keys()}, "
-          f"largest vector difference {difference:.1e}, same top hit for {same_top} of {len(queries)} queries")
+          f"largest vector difference {difference:.1e}; nDCG@10 {scores[1]['ndcg_at_10']:.4f} against {scores[0]['ndcg_at_10']:.4f}, "
+          f"recall@100 {scores[1]['recall_at_100']:.4f} against {scores[0]['recall_at_100']:.4f} ({len(dataset.queries)} test queries)")
 
 
 if __name__ == "__main__":
