@@ -348,10 +348,6 @@ class Embedder:
         states = self._run(ids, mask, segments, all_layers=True).hidden_states
         return torch.stack(states)[:, 0].float().cpu().numpy()
 
-    def embed_token_ids(self, ids: list[list[int]]) -> np.ndarray:
-        """Vectors for already tokenized texts (from `tokenize`), in one forward pass."""
-        return self._forward(ids)
-
     def _forward(self, ids: list[list[int]]) -> np.ndarray:
         with self._tokenizer_lock:
             batch = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt")

@@ -127,6 +127,15 @@ def index_path(name_or_path: str | Path, home: str | Path | None = None) -> Path
     return index_home(home) / text
 
 
+def existing_index_path(name_or_path: str | Path, home: str | Path | None = None) -> Path:
+    """The directory of an existing index, or IndexNotFoundError naming where it was looked for."""
+    path = index_path(name_or_path, home)
+    if not (path / DOCS_FILE).is_file():
+        where = f"{path}" if path.exists() else f"{path} (no such directory)"
+        raise IndexNotFoundError(f"no index named {str(name_or_path)!r} at {where}")
+    return path
+
+
 def list_indexes(home: str | Path | None = None) -> list[str]:
     """Names of the indexes under the home directory."""
     root = index_home(home)
@@ -239,10 +248,7 @@ class Index:
         EMBEDDER, already loaded (by another `Index` over the same files, say), is used if it embeds exactly
         as the manifest says, instead of loading the model again.
         """
-        path = index_path(name_or_path, home)
-        if not (path / DOCS_FILE).is_file():
-            where = f"{path}" if path.exists() else f"{path} (no such directory)"
-            raise IndexNotFoundError(f"no index named {str(name_or_path)!r} at {where}")
+        path = existing_index_path(name_or_path, home)
         index = cls(path, DocumentStore.open(path / DOCS_FILE), device, lock_timeout)
         if embedder is not None:
             index._embedder = index._checked(embedder)
@@ -468,9 +474,10 @@ class Index:
             raise ConfigError(f"k must be a positive integer, got {k!r}")
         if mode not in SEARCH_MODES:
             raise ConfigError(f"invalid mode {mode!r}: choose one of {', '.join(SEARCH_MODES)}")
-        allowed = self._store.matching_documents(filters) if filters else None
         manifest = self.manifest
         self._refresh_vectors(manifest)
+        # Keyword search filters inside its own SQL; the vector side needs the passing documents' rowids.
+        allowed = self._store.matching_documents(filters) if filters and mode != "keyword" else None
         if mode == "keyword":
             scored = {rowid: (score, None) for rowid, score in self._store.keyword_search(text, k, filters)}
         elif not len(self._vectors) or allowed == set():

@@ -33,7 +33,7 @@ from .errors import (
     ConfigError, EmptyQueryError, IndexLockedError, IndexNotFoundError, InputTooLongError, InvalidFilterError,
     SearcherError, SourceError,
 )
-from .index import SEARCH_MODES, Index, hits_json, index_path
+from .index import SEARCH_MODES, Index, existing_index_path, hits_json
 from .sources import Record
 
 log = logging.getLogger("searcher")
@@ -67,7 +67,10 @@ class ServerConfig:
     api_key_env: str | None = None  # name of the environment variable holding the bearer token
     cors_origins: tuple[str, ...] = ()
 
-    def api_key(self) -> str | None:
+    def check(self) -> str | None:
+        """The API key, after making sure every index exists and the key's variable is set."""
+        for name in self.indexes:
+            existing_index_path(name, self.home)
         if self.api_key_env is None:
             return None
         key = os.environ.get(self.api_key_env, "")
@@ -187,10 +190,7 @@ class Indexes:
 
 def create_app(config: ServerConfig) -> FastAPI:
     """The API over CONFIG's indexes; they are checked to exist now and loaded once the server runs."""
-    for name in config.indexes:
-        if not (index_path(name, config.home) / "docs.sqlite").is_file():
-            raise IndexNotFoundError(f"no index named {name!r} at {index_path(name, config.home)}")
-    api_key = config.api_key()
+    api_key = config.check()
     indexes = Indexes(config)
 
     @asynccontextmanager
@@ -271,7 +271,7 @@ def run(config: ServerConfig, host: str, port: int, workers: int) -> None:
     """Serve until interrupted; every worker process loads the indexes and models once."""
     import uvicorn
 
-    create_app(config)  # fail here, with one message, rather than in each worker
+    config.check()  # fail here, with one message, rather than in each worker
     os.environ[CONFIG_VARIABLE] = config.to_environment()
     uvicorn.run("searcher.server:app_from_environment", factory=True, host=host, port=port, workers=workers,
                 log_level="warning", server_header=False)
