@@ -314,6 +314,7 @@ def serve(
     from .server import ServerConfig, run
 
     config = ServerConfig(tuple(names), str(home) if home else None, api_key_env, tuple(cors_origins or ()))
+    config.check()  # before announcing: a missing index or key ends in its own message, not after "Serving"
     say(f"Serving {', '.join(names)} at http://{host}:{port} (API docs: /docs); Ctrl+C stops")
     run(config, host, port, workers)
 
