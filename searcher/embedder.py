@@ -370,9 +370,11 @@ class Embedder:
 
 
 def _with_precision(model: torch.nn.Module, precision: str) -> torch.nn.Module:
-    """MODEL in PRECISION: half-precision weights, or int8 Linear layers quantized on the fly (CPU)."""
+    """MODEL in PRECISION: half-precision weights, or int8 Linear layers quantized on the fly (CPU), else fp32."""
     if precision in HALF_PRECISIONS:
         return model.to(HALF_PRECISIONS[precision])
+    # transformers 5 loads weights in the dtype they were saved in: an fp16 checkpoint would run fp32 as fp16.
+    model = model.float()
     if precision == "int8":
         with warnings.catch_warnings():  # deprecated in favour of torchao, still the int8 path in torch itself
             warnings.simplefilter("ignore")

@@ -89,6 +89,18 @@ def test_directory_without_a_model_is_a_model_error(tmp_path):
         Embedder(str(tmp_path), device="cpu")
 
 
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_a_half_precision_checkpoint_runs_at_the_precision_asked_for(tiny_model_copy, tiny_model, precision):
+    weights = load_file(tiny_model_copy / "model.safetensors")
+    save_file({name: tensor.half() for name, tensor in weights.items()}, tiny_model_copy / "model.safetensors", metadata={"format": "pt"})
+    config = json.loads((tiny_model_copy / "config.json").read_text())
+    (tiny_model_copy / "config.json").write_text(json.dumps(config | {"dtype": "float16", "torch_dtype": "float16"}))
+    stored_half = Embedder(str(tiny_model_copy), device="cpu", precision=precision)
+    assert {str(p.dtype) for p in stored_half.model.parameters()} <= {"torch.float32"}
+    full = Embedder(str(tiny_model), device="cpu", precision=precision)
+    assert np.abs(stored_half.embed(SENTENCES) - full.embed(SENTENCES)).max() < 1e-2
+
+
 def test_unavailable_device_is_refused(tiny_model):
     import torch
 
