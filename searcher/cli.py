@@ -117,6 +117,7 @@ def index(
     ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Ray cluster to join (auto or HOST:PORT); default: a local one for this run.")] = None,
     actors: Annotated[int, typer.Option(min=1, help="Ray: embedding actors, each loading the model once.")] = 1,
     gpus_per_actor: Annotated[float, typer.Option("--gpus-per-actor", min=0, help="Ray: GPUs per actor (0: CPU).")] = 0,
+    shard_size: Annotated[int, typer.Option("--shard-size", min=1, help="Ray: documents per shard (one actor call, one staged file).")] = 1000,
     home: HomeOption = None,
 ) -> None:
     """Embed documents from SOURCE into an index (created if new; changed ids are replaced, unchanged skipped)."""
@@ -129,24 +130,35 @@ def index(
         batch_size=batch_size, batch_tokens=batch_tokens, max_length=max_length, device=device, precision=precision,
         index_type=index_type, home=str(home) if home else None,
     )
-    skipped: list[SourceError] = []
-    records = list(read_records(source, settings.text_fields, settings.id_field, skipped.append if on_error == "skip" else None))
-    with Index.open_or_create(name, settings) as target:
-        target.lock_timeout = lock_timeout
-        with _progress() as progress:
+    if engine == "ray":
+        report, skipped, indexed = _index_on_ray(source, name, settings, on_error, lock_timeout, (ray_address, actors, gpus_per_actor, shard_size))
+    else:
+        skipped = []
+        records = list(read_records(source, settings.text_fields, settings.id_field, skipped.append if on_error == "skip" else None))
+        with Index.open_or_create(name, settings) as target, _progress() as progress:
+            target.lock_timeout = lock_timeout
             task = progress.add_task(f"Indexing into {target.name}", total=len(records))
-            report = target.add(records, settings.batch_size, settings.batch_tokens, lambda done: progress.advance(task, done),
-                                _ray_engine(target, settings, ray_address, actors, gpus_per_actor) if engine == "ray" else None)
-        say(_summary(report, target.name))
+            report, indexed = target.add(records, settings.batch_size, settings.batch_tokens, lambda done: progress.advance(task, done)), target.name
+    say(_summary(report, indexed))
     if skipped:
         say(f"Skipped {len(skipped):,} malformed records; the first: {skipped[0]}", errors)
 
 
-def _ray_engine(target: Index, settings: Settings, address: str | None, actors: int, gpus: float) -> Any:
+def _index_on_ray(source: str, name: str, settings: Settings, on_error: str, lock_timeout: float | None,
+                  cluster: tuple[str | None, int, float, int]) -> tuple[AddReport, list[SourceError], str]:
     # Imported here, not at the top: Ray is an optional extra and slow to import.
-    from .distributed import RayOptions, engine
+    from .distributed import RayOptions, SourceFormat, add_source, source_files
 
-    return engine(target, settings.batch_tokens, RayOptions(address, actors, gpus, settings.batch_size))
+    options = RayOptions(*cluster)
+    files = source_files(source)  # a missing or unsupported source is refused before an index is made
+    source_format = SourceFormat(tuple(settings.text_fields), settings.id_field, on_error == "skip")
+    with Index.open_or_create(name, settings) as target, _progress() as progress:
+        target.lock_timeout = lock_timeout
+        embedded = progress.add_task("Embedded on Ray", total=None)
+        stored = progress.add_task(f"Stored into {target.name}", total=None)
+        report, skipped = add_source(target, source, files, source_format, settings, options,
+                                     lambda done: progress.advance(embedded, done), lambda done: progress.advance(stored, done))
+        return report, skipped, target.name
 
 
 @app.command()

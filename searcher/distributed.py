@@ -1,103 +1,304 @@
-"""Embedding on a Ray cluster: an actor pool runs the same `Embedder` code as the local path.
+"""Indexing on a Ray cluster: Ray Data reads the source, an actor pool embeds with the local path's code.
 
-ray is imported here and nowhere else (the optional extra `searcher[ray]`). The driver keeps the one writer:
-it reads and plans as the local path does, hands the (text, phrasings) of the documents to embed to Ray Data,
-and stores each batch of vectors that comes back through `Index.add`, one transaction per batch. A re-run
-after a crash embeds only what was not stored (documents are skipped by content hash); Ray retries the
+ray and pyarrow are imported here and nowhere else (the optional extra `searcher[ray]`).
+
+    source files ── read tasks: searcher's own parsers, stored documents dropped ──▶ shards of documents
+    ── embedding actors: `Embedder.embed_documents`, one model each ──▶ staging/<shard>.parquet
+    ── the driver: `Index.add_embedded`, one transaction per shard, in source order ──▶ SQLite + FAISS
+
+The driver stays the one writer, so the manifest, upserts by id, crash safety and `searcher check` hold as
+on the local path. A staged shard is deleted once stored; a run that is killed leaves the others behind, and
+the next run stores those first, then embeds only the documents that are not stored yet. Ray retries the
 tasks of a lost worker itself.
 """
 
 from __future__ import annotations
 
+import io
+import json
 import logging
-from collections.abc import Iterator
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from .config import BATCH_SIZE
+from .config import Settings
 from .embedder import EmbeddedDocuments, Embedder
-from .errors import ConfigError, ModelMismatchError
-from .index import EMBEDDING_KEYS, PRE_PRECISION_MANIFEST, Index
-
-if TYPE_CHECKING:
-    from .index import EmbeddingEngine
+from .errors import ConfigError, ModelMismatchError, SearcherError, SourceError
+from .index import EMBEDDING_KEYS, PRE_PRECISION_MANIFEST, AddReport, Index, latest_documents
+from .sources import DIRECTORY_SUFFIXES, FILE_FORMATS, Record, check_file_format, make_record, read_records, read_stream
+from .store import content_hash, document_key, fields_json
 
 try:
+    import pyarrow as pa
+    import pyarrow.fs
+    import pyarrow.parquet as pq
     import ray
     import ray.data
-except ImportError:  # the extra is optional: `engine()` says how to get it
+except ImportError:  # the extra is optional: `add_source` says how to get it
     ray = None
+
+SHARD_FORMATS = (*FILE_FORMATS, ".parquet")
+SHARD_DOCUMENTS = 1000  # the CLI's --shard-size default
+STAGING_DIR = "staging"
+READ_COUNTS = ("read", "empty", "duplicates", "unchanged")
 
 
 @dataclass(frozen=True)
 class RayOptions:
-    """Where and how wide: a cluster address (None: a local cluster for this run), actors, GPUs per actor."""
+    """Where and how wide: a cluster address (None: a local cluster for this run), actors, GPUs per actor,
+    documents per shard (one actor call and one staged file each)."""
 
     address: str | None = None
     actors: int = 1
     gpus_per_actor: float = 0.0
-    batch_size: int = BATCH_SIZE  # documents per actor call
+    shard_documents: int = SHARD_DOCUMENTS
 
     def __post_init__(self) -> None:
-        if self.actors < 1 or self.gpus_per_actor < 0 or self.batch_size < 1:
-            raise ConfigError(f"invalid Ray options {self}: actors and batch size at least 1, GPUs not negative")
+        if self.actors < 1 or self.gpus_per_actor < 0 or self.shard_documents < 1:
+            raise ConfigError(f"invalid Ray options {self}: actors and shard size at least 1, GPUs not negative")
+
+
+@dataclass(frozen=True)
+class SourceFormat:
+    """How the read tasks parse the source: the local path's options."""
+
+    text_fields: tuple[str, ...] = ()
+    id_field: str | None = None
+    skip_errors: bool = False
+
+
+def add_source(
+    index: Index,
+    source: str,
+    files: list[str],
+    source_format: SourceFormat,
+    settings: Settings,
+    options: RayOptions,
+    on_embedded: Callable[[int], None] | None = None,
+    on_stored: Callable[[int], None] | None = None,
+) -> tuple[AddReport, list[SourceError]]:
+    """Index the FILES of SOURCE (see `source_files`) into INDEX on Ray.
+
+    Returns what was stored and, with `skip_errors`, the malformed records that were skipped.
+    """
+    started = time.perf_counter()
+    staging = index.path / STAGING_DIR
+    staging.mkdir(exist_ok=True)
+    dimension = index.manifest["dimension"]
+    leftover = index.add_embedded(_staged_shards(sorted(staging.glob("*.parquet")), dimension), on_stored)
+    with _cluster(options.address):
+        tally = dict.fromkeys(READ_COUNTS, 0)
+        skipped: list[SourceError] = []
+        shards = _embedded_shards(index, files, source_format, settings, options, staging)
+        report = index.add_embedded(_staged_shards(_arrivals(shards, tally, skipped, on_embedded), dimension), on_stored)
+    if not tally["read"] and not skipped and not leftover.documents:
+        raise SourceError(f"{source}: no documents found")
+    # The read tasks found the documents of leftover shards stored already: they count once, as stored then.
+    unchanged = tally["unchanged"] + report.unchanged - leftover.added - leftover.updated
+    return replace(
+        report,
+        added=report.added + leftover.added,
+        updated=report.updated + leftover.updated,
+        unchanged=max(unchanged, 0),
+        skipped_empty=tally["empty"],
+        duplicates=tally["duplicates"],
+        truncated=report.truncated + leftover.truncated,
+        seconds=time.perf_counter() - started,
+        model_seconds=report.model_seconds + leftover.model_seconds,
+    ), skipped
+
+
+def source_files(source: str) -> list[str]:
+    """The files the read tasks take, one task each: a file, a BEIR corpus, the shard files under a directory
+    (.jsonl, .csv, .tsv, .parquet, sorted), or a directory of .txt/.md documents as one unit."""
+    if ray is None:
+        raise ConfigError("--engine ray needs Ray: pip install 'searcher[ray]'")
+    if source == "-":
+        raise SourceError("--engine ray reads files, not standard input: save the input to a .jsonl file first")
+    filesystem, path = _filesystem(source)
+    info = filesystem.get_file_info(path)
+    if info.type == pyarrow.fs.FileType.NotFound:
+        raise SourceError(f"no such file or directory: {source}")
+    if info.type == pyarrow.fs.FileType.File:
+        check_file_format(source, SHARD_FORMATS)
+        return [source]
+    corpus = f"{source.rstrip('/')}/corpus.jsonl"
+    if filesystem.get_file_info(_filesystem(corpus)[1]).type == pyarrow.fs.FileType.File:
+        return [corpus]
+    found = filesystem.get_file_info(pyarrow.fs.FileSelector(path, recursive=True))
+    names = sorted(entry.path for entry in found if entry.type == pyarrow.fs.FileType.File)
+    shards = [name for name in names if Path(name).suffix.lower() in SHARD_FORMATS and Path(name).suffix.lower() != ".txt"]
+    if shards:
+        prefix = source[: len(source) - len(path)] if "://" in source else ""
+        return [prefix + name for name in shards]
+    if any(Path(name).suffix.lower() in DIRECTORY_SUFFIXES for name in names) and "://" not in source:
+        return [source]
+    raise SourceError(f"{source}: no {', '.join(SHARD_FORMATS)} or .md files in this directory")
+
+
+def _filesystem(source: str) -> tuple[Any, str]:
+    if "://" in source:
+        return pyarrow.fs.FileSystem.from_uri(source)
+    return pyarrow.fs.LocalFileSystem(), str(Path(source).resolve())
+
+
+def _embedded_shards(
+    index: Index, files: list[str], source_format: SourceFormat, settings: Settings, options: RayOptions, staging: Path
+) -> Iterator[dict[str, Any]]:
+    """Rows coming back from the actors, one per shard, in source order."""
+    manifest = PRE_PRECISION_MANIFEST | index.manifest
+    embedding = {key: manifest[key] for key in EMBEDDING_KEYS} | {"device": "cuda" if options.gpus_per_actor else "cpu"}
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.execution_options.preserve_order = True  # the last of repeated ids wins, as on the local path
+    read = {"source_format": source_format, "stored": ray.put(index.stored_keys()), "shard_documents": options.shard_documents}
+    embed = {"embedding": embedding, "fingerprint": manifest["fingerprint"], "batch_size": settings.batch_size,
+             "batch_tokens": settings.batch_tokens, "staging": str(staging)}
+    dataset = ray.data.from_items([{"number": i, "path": path} for i, path in enumerate(files)], override_num_blocks=len(files))
+    # One shard per block, so that the actors share the shards of one file rather than one actor taking them all.
+    shards = dataset.flat_map(_read_shards, fn_kwargs=read).repartition(target_num_rows_per_block=1).map(
+        _EmbedActor, fn_constructor_kwargs=embed, concurrency=(1, options.actors), num_gpus=options.gpus_per_actor
+    )
+    try:
+        yield from shards.iter_rows()
+    except Exception as error:  # Ray wraps what a task raised; a user's mistake keeps its own message
+        raise _searcher_error(error) or error from None
+
+
+def _read_shards(row: dict[str, Any], source_format: SourceFormat, stored: Any, shard_documents: int) -> Iterator[dict[str, Any]]:
+    """Parse one source file with the local path's reader; the documents not stored yet, in shards.
+
+    STORED is an object reference to the index's sorted document keys: every node maps one shared copy.
+    """
+    stored = ray.get(stored)
+    errors: list[str] = []
+    on_error = (lambda error: errors.append(str(error))) if source_format.skip_errors else None
+    documents, read, empty = latest_documents(_file_records(row["path"], source_format, on_error))
+    keys = np.array([document_key(d.id, content_hash(d.text, d.phrasings), fields_json(d.fields), 1 + len(d.phrasings))
+                     for d in documents], dtype=np.int64)
+    positions = np.searchsorted(stored, keys).clip(max=max(len(stored) - 1, 0))
+    is_stored = (stored[positions] == keys) if len(stored) else np.zeros(len(keys), dtype=bool)
+    pending = [document for document, known in zip(documents, is_stored) if not known]
+    counts = {"read": read, "empty": empty, "duplicates": read - len(documents) - empty, "unchanged": int(is_stored.sum())}
+    for start in range(0, max(len(pending), 1), shard_documents):
+        chunk = pending[start:start + shard_documents]
+        yield {"shard": f"{row['number']:06d}-{start // shard_documents:06d}", "errors": errors if start == 0 else [],
+               "records": json.dumps([[d.id, d.text, d.fields, list(d.phrasings)] for d in chunk])} | \
+              {name: count if start == 0 else 0 for name, count in counts.items()}
+
+
+def _file_records(path: str, source_format: SourceFormat, on_error: Callable[[SourceError], None] | None) -> Iterator[Record]:
+    arguments = (source_format.text_fields, source_format.id_field, on_error)
+    if "://" not in path and Path(path).is_dir():  # a directory of .txt/.md documents
+        yield from read_records(path, *arguments)
+        return
+    filesystem, location = _filesystem(path)
+    if Path(path).suffix.lower() == ".parquet":
+        yield from _parquet_records(filesystem, location, path, source_format, on_error)
+        return
+    with filesystem.open_input_stream(location) as raw:
+        yield from read_stream(io.TextIOWrapper(raw, encoding="utf-8", newline=""), path, *arguments)
+
+
+def _parquet_records(filesystem: Any, location: str, name: str, source_format: SourceFormat,
+                     on_error: Callable[[SourceError], None] | None) -> Iterator[Record]:
+    try:
+        table = pq.ParquetFile(filesystem.open_input_file(location))
+        batches = table.iter_batches()
+        number = 0
+        for batch in batches:
+            for row in batch.to_pylist():
+                number += 1
+                try:
+                    yield make_record(row, f"{name}: row {number}", f"{Path(name).name}:{number}",
+                                      source_format.text_fields, source_format.id_field)
+                except SourceError as error:
+                    if on_error is None:
+                        raise
+                    on_error(error)
+    except pa.ArrowException as error:
+        raise SourceError(f"{name}: not a readable Parquet file ({error})") from None
 
 
 class _EmbedActor:
-    """One model per actor, loaded once; embeds batches of documents exactly as the local path does."""
+    """One model per actor, loaded once; embeds a shard as the local path would and stages it as Parquet."""
 
-    def __init__(self, embedding: dict[str, Any], fingerprint: str, batch_tokens: int) -> None:
+    def __init__(self, embedding: dict[str, Any], fingerprint: str, batch_size: int, batch_tokens: int, staging: str) -> None:
         self.embedder = Embedder(**embedding)
         if self.embedder.fingerprint != fingerprint:
             raise ModelMismatchError(f"the model on this Ray worker ({self.embedder.model_dir}) differs from the index's")
-        self.batch_tokens = batch_tokens
+        self.batch_size, self.batch_tokens, self.staging = batch_size, batch_tokens, Path(staging)
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        documents = [(str(text), tuple(phrasings)) for text, phrasings in zip(batch["text"], batch["phrasings"])]
-        positions, vectors, truncated = [], [], []
-        for embedded in self.embedder.embed_documents(documents, len(documents), self.batch_tokens):
-            counts = [1 + len(documents[i][1]) for i in embedded.positions]
-            rows = np.split(embedded.vectors, np.cumsum(counts)[:-1])
-            positions += [int(batch["position"][i]) for i in embedded.positions]
-            vectors += [row.reshape(-1) for row in rows]
-            # Cut texts are counted per batch: the count goes on the batch's first row, zeros on the rest.
-            truncated += [embedded.truncated] + [0] * (len(embedded.positions) - 1)
-        flat = np.empty(len(vectors), dtype=object)
-        flat[:] = vectors
-        return {"position": np.array(positions), "vectors": flat, "truncated": np.array(truncated)}
+    def __call__(self, shard: dict[str, Any]) -> dict[str, Any]:
+        records = [Record(id, text, fields, tuple(phrasings)) for id, text, fields, phrasings in json.loads(shard.pop("records"))]
+        if not records:
+            return shard | {"staged": "", "embedded": 0}
+        counts = [1 + len(record.phrasings) for record in records]
+        starts = np.cumsum([0, *counts])
+        vectors = np.empty((starts[-1], self.embedder.dimension), dtype=np.float32)
+        truncated, model_seconds = 0, 0.0
+        documents = [(record.text, record.phrasings) for record in records]
+        for embedded in self.embedder.embed_documents(documents, self.batch_size, self.batch_tokens):
+            rows = [row for i in embedded.positions for row in range(starts[i], starts[i + 1])]
+            vectors[rows] = embedded.vectors
+            truncated += embedded.truncated
+            model_seconds += embedded.model_seconds
+        table = pa.table({
+            "id": [record.id for record in records],
+            "text": [record.text for record in records],
+            "fields": [json.dumps(record.fields) for record in records],
+            "phrasings": [list(record.phrasings) for record in records],
+            "content_hash": [content_hash(record.text, record.phrasings) for record in records],
+            "vectors": [vectors[starts[i]:starts[i + 1]].ravel() for i in range(len(records))],
+        }, metadata={"truncated": str(truncated), "model_seconds": str(model_seconds)})
+        # Written aside and renamed, so that a staged file is always whole.
+        staged = self.staging / f"{shard['shard']}.parquet"
+        partial = self.staging / f".{shard['shard']}.{uuid.uuid4().hex}.partial"
+        pq.write_table(table, partial)
+        partial.rename(staged)
+        return shard | {"staged": str(staged), "embedded": len(records)}
 
 
-def engine(index: Index, batch_tokens: int, options: RayOptions) -> EmbeddingEngine:
-    """An embedding engine for `Index.add` on Ray: each actor loads the model of INDEX's manifest."""
-    if ray is None:
-        raise ConfigError("--engine ray needs Ray: pip install 'searcher[ray]'")
-    manifest = PRE_PRECISION_MANIFEST | index.manifest
-    embedding = {key: manifest[key] for key in EMBEDDING_KEYS} | {"device": "cuda" if options.gpus_per_actor else "cpu"}
-    constructor = {"embedding": embedding, "fingerprint": manifest["fingerprint"], "batch_tokens": batch_tokens}
+def _arrivals(shards: Iterator[dict[str, Any]], tally: dict[str, int], skipped: list[SourceError],
+              on_embedded: Callable[[int], None] | None) -> Iterator[Path]:
+    """The staged files of arriving shards, while counting what the read tasks saw."""
+    for shard in shards:
+        for name in READ_COUNTS:
+            tally[name] += shard[name]
+        skipped += [SourceError(message) for message in shard["errors"]]
+        if shard["staged"]:
+            if on_embedded:
+                on_embedded(shard["embedded"])
+            yield Path(shard["staged"])
 
-    def embed(documents: list[tuple[str, tuple[str, ...]]]) -> Iterator[EmbeddedDocuments]:
-        if not documents:
-            return
-        with _cluster(options.address):
-            rows = [{"position": i, "text": text, "phrasings": list(phrasings)} for i, (text, phrasings) in enumerate(documents)]
-            blocks = max(options.actors, -(-len(rows) // options.batch_size))  # every actor gets work
-            dataset = ray.data.from_items(rows, override_num_blocks=blocks)
-            embedded = dataset.map_batches(
-                _EmbedActor,
-                fn_constructor_kwargs=constructor,
-                batch_size=options.batch_size,
-                concurrency=options.actors,
-                num_gpus=options.gpus_per_actor,
-                batch_format="numpy",
-            )
-            for batch in embedded.iter_batches(batch_size=None, batch_format="numpy"):
-                vectors = np.concatenate([np.asarray(row, dtype=np.float32) for row in batch["vectors"]]).reshape(-1, manifest["dimension"])
-                yield EmbeddedDocuments(batch["position"].tolist(), vectors, int(batch["truncated"].sum()))
 
-    return embed
+def _staged_shards(paths: Iterable[Path], dimension: int) -> Iterator[tuple[list[Record], EmbeddedDocuments]]:
+    """Staged shards as `Index.add_embedded` takes them; each file is deleted once its shard is stored."""
+    for path in paths:
+        table = pq.read_table(path)
+        columns = table.to_pydict()
+        records = [Record(id, text, json.loads(fields), tuple(phrasings))
+                   for id, text, fields, phrasings in zip(columns["id"], columns["text"], columns["fields"], columns["phrasings"])]
+        metadata = {key.decode(): value.decode() for key, value in (table.schema.metadata or {}).items()}
+        vectors = np.concatenate([np.asarray(row, dtype=np.float32) for row in columns["vectors"]] or [np.empty(0, np.float32)])
+        yield records, EmbeddedDocuments(list(range(len(records))), vectors.reshape(-1, dimension),
+                                         int(metadata.get("truncated", 0)), float(metadata.get("model_seconds", 0)))
+        path.unlink()  # reached when the next shard is asked for: this one is committed
+
+
+def _searcher_error(error: BaseException | None) -> SearcherError | None:
+    """The SearcherError a Ray task raised, found under Ray's wrappers (which copy its class, not its module)."""
+    for _ in range(10):
+        if error is None or type(error).__module__ == SearcherError.__module__:
+            return error
+        error = getattr(error, "cause", None) or error.__cause__
+    return None
 
 
 @contextmanager
@@ -109,7 +310,6 @@ def _cluster(address: str | None) -> Iterator[None]:
     for name in ("ray", "ray.data"):  # their progress lines would interleave with the CLI's own bar
         logging.getLogger(name).setLevel(logging.ERROR)
     ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
-    ray.data.DataContext.get_current().enable_progress_bars = False
     try:
         yield
     finally:

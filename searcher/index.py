@@ -32,9 +32,6 @@ from .vectors import VectorIndex, check_search_params, resolve_type
 if TYPE_CHECKING:
     from .embedder import EmbeddedDocuments, Embedder
 
-    # Embeds (text, phrasings) documents somewhere else (a Ray cluster), batch by batch.
-    EmbeddingEngine = Callable[[list[tuple[str, tuple[str, ...]]]], Iterable[EmbeddedDocuments]]
-
 DOCS_FILE = "docs.sqlite"
 VECTORS_FILE = "vectors.faiss"
 LOCK_FILE = "write.lock"
@@ -317,24 +314,16 @@ class Index:
         batch_size: int = BATCH_SIZE,
         batch_tokens: int = BATCH_TOKENS,
         progress: Callable[[int], None] | None = None,
-        engine: EmbeddingEngine | None = None,
     ) -> AddReport:
         """Embed and store RECORDS; an id already in the index is replaced, and the last of repeated ids wins.
 
         Documents go through the model in batches of at most BATCH_SIZE documents and BATCH_TOKENS padded
-        tokens, in this process or by ENGINE (`searcher.distributed`), which gets the (text, phrasings) of
-        the documents to embed and hands back their vectors batch by batch. Each batch is committed to
-        SQLite on its own; FAISS is saved once at the end (and rebuilt on open if a crash came first).
+        tokens. Each batch is committed to SQLite on its own; FAISS is saved once at the end (and rebuilt on
+        open if a crash came first).
         """
         started = time.perf_counter()
-        latest: dict[str, Record] = {}
-        received = 0
-        for record in records:
-            received += 1
-            latest[record.id] = record
-        documents = [record for record in latest.values() if record.text.strip()]
+        documents, received, empty = latest_documents(records)
         embedder = self.embedder  # loaded (and its fingerprint checked) before anything is written
-        embed = engine or (lambda texts: embedder.embed_documents(texts, batch_size, batch_tokens))
         truncated, model_seconds = 0, 0.0
         with self._writing():
             plan = self._plan(documents)
@@ -342,34 +331,77 @@ class Index:
                 with self._store.transaction():
                     self._store.upsert_documents([_row(record) for record in plan.fields_only])
             pending = plan.new + plan.changed
-            reembed = {record.id for record in plan.changed}
-            # A document and its vectors commit together, so an interrupted run leaves only complete
-            # documents behind.
-            for embedded in embed([(record.text, record.phrasings) for record in pending]):
-                batch = embedded.positions
+            for embedded in embedder.embed_documents([(record.text, record.phrasings) for record in pending], batch_size, batch_tokens):
                 with self._store.transaction():
-                    rowids, dropped = self._store.upsert_documents([_row(pending[i]) for i in batch], reembed)
-                    owners = [(rowid, phrasing) for i, rowid in zip(batch, rowids) for phrasing in (None, *pending[i].phrasings)]
-                    vector_ids = self._store.add_vectors(owners, embedded.vectors)
-                self._forget_vectors(dropped)
-                self._vectors.add(vector_ids, embedded.vectors)
+                    stored = self._store_embedded([pending[i] for i in embedded.positions], embedded.vectors, plan)
+                self._index_vectors(*stored)
                 truncated += embedded.truncated
                 model_seconds += embedded.model_seconds
                 if progress:
-                    progress(len(batch))
+                    progress(len(embedded.positions))
             if pending or plan.fields_only:
                 self._save_vectors()
         return AddReport(
-            added=len(plan.new),
-            updated=len(plan.changed) + len(plan.fields_only),
-            unchanged=len(plan.unchanged),
-            skipped_empty=len(latest) - len(documents),
-            duplicates=received - len(latest),
-            truncated=truncated,
-            max_length=embedder.max_length,
-            seconds=time.perf_counter() - started,
-            model_seconds=model_seconds,
+            added=len(plan.new), updated=len(plan.changed) + len(plan.fields_only), unchanged=len(plan.unchanged),
+            skipped_empty=empty, duplicates=received - len(documents) - empty, truncated=truncated,
+            max_length=embedder.max_length, seconds=time.perf_counter() - started, model_seconds=model_seconds,
         )
+
+    def add_embedded(self, shards: Iterable[tuple[list[Record], EmbeddedDocuments]], progress: Callable[[int], None] | None = None) -> AddReport:
+        """Store documents embedded elsewhere (`searcher.distributed`), one transaction per shard.
+
+        Each shard holds records and, in EMBEDDED, the vectors of every one of them (text, then phrasings), as
+        `Embedder.embed_documents` made them with this index's model. Within a shard the last of repeated ids
+        wins; a later shard replaces an earlier one's document, and unchanged documents are left alone, as in
+        `add`. FAISS is saved once at the end.
+        """
+        started = time.perf_counter()
+        totals = {"added": 0, "updated": 0, "unchanged": 0, "skipped_empty": 0, "duplicates": 0, "truncated": 0}
+        model_seconds, changed = 0.0, False
+        with self._writing():
+            for records, embedded in shards:
+                if len(embedded.vectors) and embedded.vectors.shape[1] != self.manifest["dimension"]:
+                    raise ModelMismatchError(f"vectors of dimension {embedded.vectors.shape[1]} for an index of dimension {self.manifest['dimension']}")
+                starts = np.cumsum([0] + [1 + len(record.phrasings) for record in records])
+                rows = {record.id: embedded.vectors[starts[i]:starts[i + 1]] for i, record in enumerate(records)}
+                documents, received, empty = latest_documents(records)
+                plan = self._plan(documents)
+                pending = plan.new + plan.changed
+                if pending or plan.fields_only:
+                    vectors = np.concatenate([rows[record.id] for record in pending]) if pending else embedded.vectors[:0]
+                    with self._store.transaction():
+                        self._store.upsert_documents([_row(record) for record in plan.fields_only])
+                        stored = self._store_embedded(pending, vectors, plan)
+                    self._index_vectors(*stored)
+                    changed = True
+                for key, count in (("added", len(plan.new)), ("updated", len(plan.changed) + len(plan.fields_only)),
+                                   ("unchanged", len(plan.unchanged)), ("skipped_empty", empty),
+                                   ("duplicates", received - len(documents) - empty), ("truncated", embedded.truncated)):
+                    totals[key] += count
+                model_seconds += embedded.model_seconds
+                if progress:
+                    progress(received)
+            if changed:
+                self._save_vectors()
+        return AddReport(**totals, max_length=self.manifest["max_length"], seconds=time.perf_counter() - started,
+                         model_seconds=model_seconds)
+
+    def _store_embedded(self, records: list[Record], vectors: np.ndarray, plan: _AddPlan) -> tuple[list[int], np.ndarray, list[int]]:
+        """Upsert RECORDS with their VECTORS (text, then phrasings, record by record) inside the caller's
+        transaction, so that a document and its vectors commit together and an interrupted run leaves only
+        complete documents. Returns what `_index_vectors` applies once the transaction is committed."""
+        rowids, dropped = self._store.upsert_documents([_row(record) for record in records], {record.id for record in plan.changed})
+        owners = [(rowid, phrasing) for record, rowid in zip(records, rowids) for phrasing in (None, *record.phrasings)]
+        return self._store.add_vectors(owners, vectors), vectors, dropped
+
+    def _index_vectors(self, vector_ids: list[int], vectors: np.ndarray, dropped: list[int]) -> None:
+        self._forget_vectors(dropped)
+        if vector_ids:
+            self._vectors.add(vector_ids, vectors)
+
+    def stored_keys(self) -> np.ndarray:
+        """Sorted `document_key`s of the stored documents: a record whose key is here is stored unchanged."""
+        return self._store.document_keys()
 
     def _plan(self, documents: list[Record]) -> _AddPlan:
         """Sort records into new, changed (to embed again), fields-only updates and unchanged ones."""
@@ -621,6 +653,17 @@ def _embedding() -> Any:
     from . import embedder
 
     return embedder
+
+
+def latest_documents(records: Iterable[Record]) -> tuple[list[Record], int, int]:
+    """The records to store, the last of repeated ids winning, with how many came in and how many had no text."""
+    latest: dict[str, Record] = {}
+    received = 0
+    for record in records:
+        received += 1
+        latest[record.id] = record
+    documents = [record for record in latest.values() if record.text.strip()]
+    return documents, received, len(latest) - len(documents)
 
 
 def _row(record: Record) -> tuple[str, str, dict[str, Any], str]:

@@ -60,20 +60,34 @@ def _read_source(source: str | Path, text_fields: Sequence[str], id_field: str |
         else:
             yield from _read_directory(path)
         return
-    suffix = path.suffix.lower()
-    if path.exists() and suffix not in FILE_FORMATS:
-        raise SourceError(f"{path}: unsupported file type {suffix or '(none)'}; use one of {', '.join(FILE_FORMATS)} or a directory")
+    if path.exists():
+        check_file_format(path, FILE_FORMATS)
     with _open_text(path) as handle:
-        try:
-            if suffix in (".jsonl", ".ndjson"):
-                yield from _read_jsonl(handle, str(path), text_fields, id_field, on_error)
-            elif suffix in (".csv", ".tsv"):
-                yield from _read_table(handle, path, "\t" if suffix == ".tsv" else ",", text_fields, id_field, on_error)
-            else:
-                for line_number, line in enumerate(handle, start=1):
-                    yield Record(id=f"{path.name}:{line_number}", text=line.strip())
-        except UnicodeDecodeError:
-            raise SourceError(f"{path}: not UTF-8 text") from None
+        yield from read_stream(handle, str(path), text_fields, id_field, on_error)
+
+
+def check_file_format(path: str | Path, formats: Sequence[str]) -> None:
+    """Refuse a file whose suffix is not one of FORMATS, naming them."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in formats:
+        raise SourceError(f"{path}: unsupported file type {suffix or '(none)'}; use one of {', '.join(formats)} or a directory")
+
+
+def read_stream(
+    handle: TextIO, name: str, text_fields: Sequence[str] = (), id_field: str | None = None, on_error: OnError = None
+) -> Iterator[Record]:
+    """Records from an open JSONL/CSV/TSV/TXT text stream, parsed by NAME's suffix; errors name NAME and the line."""
+    suffix = Path(name).suffix.lower()
+    try:
+        if suffix in (".jsonl", ".ndjson"):
+            yield from _read_jsonl(handle, name, text_fields, id_field, on_error)
+        elif suffix in (".csv", ".tsv"):
+            yield from _read_table(handle, name, "\t" if suffix == ".tsv" else ",", text_fields, id_field, on_error)
+        else:
+            for line_number, line in enumerate(handle, start=1):
+                yield Record(id=f"{Path(name).name}:{line_number}", text=line.strip())
+    except UnicodeDecodeError:
+        raise SourceError(f"{name}: not UTF-8 text") from None
 
 
 def _open_text(path: Path) -> TextIO:
@@ -105,13 +119,13 @@ def _jsonl_record(line: str, location: str, fallback_id: str, text_fields: Seque
 
 
 def _read_table(
-    handle: TextIO, path: Path, delimiter: str, text_fields: Sequence[str], id_field: str | None, on_error: OnError
+    handle: TextIO, name: str, delimiter: str, text_fields: Sequence[str], id_field: str | None, on_error: OnError
 ) -> Iterator[Record]:
     reader = csv.DictReader(handle, delimiter=delimiter)
     if not reader.fieldnames:
-        raise SourceError(f"{path}: empty file, expected a header line")
+        raise SourceError(f"{name}: empty file, expected a header line")
     for row in reader:
-        yield from _guarded(on_error, _table_record, row, f"{path}:{reader.line_num}", f"{path.name}:{reader.line_num}",
+        yield from _guarded(on_error, _table_record, row, f"{name}:{reader.line_num}", f"{Path(name).name}:{reader.line_num}",
                             len(reader.fieldnames), text_fields, id_field)
 
 

@@ -69,6 +69,12 @@ def content_hash(text: str, phrasings: Sequence[str] = ()) -> str:
     return hashlib.sha256("\x1f".join([text, *phrasings]).encode("utf-8")).hexdigest()
 
 
+def document_key(document_id: str, content: str, fields: str, vectors: int) -> int:
+    """64 bits naming a document's exact stored state: id, content hash, fields JSON and number of vectors."""
+    state = "\x1f".join([document_id, content, fields, str(vectors)]).encode("utf-8")
+    return int.from_bytes(hashlib.blake2b(state, digest_size=8).digest(), "little", signed=True)
+
+
 def fields_json(fields: dict[str, Any]) -> str:
     return json.dumps(fields, ensure_ascii=False, sort_keys=True)
 
@@ -162,6 +168,13 @@ class DocumentStore:
             ids,
         )
         return {document_id: (content, fields, vectors) for document_id, content, fields, vectors in rows}
+
+    def document_keys(self) -> np.ndarray:
+        """`document_key` of every stored document, sorted (int64)."""
+        rows = self.db.execute(
+            "SELECT id, hash, fields, (SELECT count(*) FROM vectors WHERE document = documents.rowid) FROM documents"
+        )
+        return np.sort(np.fromiter((document_key(*row) for row in rows), dtype=np.int64))
 
     def upsert_documents(
         self, documents: Sequence[tuple[str, str, dict[str, Any], str]], reembed: Collection[str] = ()

@@ -1,22 +1,32 @@
-"""Embedding on Ray (a local cluster): the same vectors and results as the local path, resumable, same errors."""
+"""Indexing on Ray (a local cluster): the same vectors and results as the local path, resumable, same errors."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 import searcher.distributed
-from searcher import Index, Record, Settings
+from searcher import Index, Record, Settings, read_records
 from searcher.cli import app
-from searcher.config import BATCH_TOKENS
-from searcher.distributed import RayOptions, engine
+from searcher.distributed import STAGING_DIR, RayOptions, SourceFormat, add_source, source_files
 
 ray = pytest.importorskip("ray")
+pq = pytest.importorskip("pyarrow.parquet")
 runner = CliRunner()
+TOPICS = ["billing", "sync", "export", "sharing"]
 RECORDS = [
-    Record(f"d{i}", f"note {i} about {['billing', 'sync', 'export', 'sharing'][i % 4]} " + "word " * (i % 40),
-           {"n": i}, (f"another wording of note {i}",) if i % 7 == 0 else ())
+    Record(f"d{i}", f"note {i} about {TOPICS[i % 4]} " + "word " * (i % 40), {"n": i},
+           (f"another wording of note {i}",) if i % 7 == 0 else ())
     for i in range(150)
 ]
+SETTINGS = Settings(precision="fp32", device="cpu", batch_size=8)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -27,8 +37,24 @@ def cluster(tmp_path_factory):
     ray.shutdown()
 
 
+def write_jsonl(path, records):
+    path.write_text("".join(json.dumps({"id": r.id, "question": r.text, "n": r.fields["n"], "alternatives": list(r.phrasings)}) + "\n"
+                            for r in records))
+    return path
+
+
 def new_index(path, tiny_model):
-    return Index.create(path, Settings(model=str(tiny_model), precision="fp32", device="cpu"))
+    return Index.create(path, SETTINGS.replace(model=str(tiny_model)))
+
+
+def on_ray(index, source, shard_documents=20, skip_errors=False, on_embedded=None, on_stored=None):
+    return add_source(index, str(source), source_files(str(source)), SourceFormat(skip_errors=skip_errors), SETTINGS,
+                      RayOptions(actors=2, shard_documents=shard_documents), on_embedded, on_stored)
+
+
+def stored(index, document_id):
+    text, fields = index._store.db.execute("SELECT text, fields FROM documents WHERE id = ?", [document_id]).fetchone()
+    return text, json.loads(fields)
 
 
 def vectors_by_document(index):
@@ -38,49 +64,70 @@ def vectors_by_document(index):
     return {(documents[owners[i][0]].id, owners[i][1]): vector for i, vector in zip(ids.tolist(), vectors)}
 
 
-def test_ray_and_local_paths_store_the_same_vectors_and_answer_alike(tmp_path, tiny_model):
+def test_ray_and_local_paths_store_the_same_documents_and_vectors_and_answer_alike(tmp_path, tiny_model):
+    source = write_jsonl(tmp_path / "faq.jsonl", RECORDS)
     with new_index(tmp_path / "local", tiny_model) as local, new_index(tmp_path / "ray", tiny_model) as distributed:
-        local_report = local.add(RECORDS)
-        ray_report = distributed.add(RECORDS, engine=engine(distributed, BATCH_TOKENS, RayOptions(actors=2, batch_size=16)))
-        assert (ray_report.added, ray_report.truncated) == (local_report.added, local_report.truncated) == (150, 0)
+        local_report = local.add(read_records(source))
+        ray_report, skipped = on_ray(distributed, source)
+        assert skipped == [] and (ray_report.added, ray_report.truncated) == (local_report.added, local_report.truncated) == (150, 0)
         expected, got = vectors_by_document(local), vectors_by_document(distributed)
         assert got.keys() == expected.keys() and len(got) == 150 + 22
         assert max(float(np.abs(got[key] - expected[key]).max()) for key in got) < 1e-4
-        assert distributed.check() == []
+        assert distributed.check() == [] and not list((distributed.path / STAGING_DIR).iterdir())
+        assert stored(distributed, "d14") == stored(local, "d14")
         for query in ("billing note", RECORDS[33].text, "another wording of note 14"):
             assert [(hit.id, round(hit.score, 4)) for hit in distributed.search(query, k=5)] == \
                    [(hit.id, round(hit.score, 4)) for hit in local.search(query, k=5)]
 
 
-def test_an_interrupted_run_resumes_without_duplicates_or_losses(tmp_path, tiny_model):
+def test_a_rerun_embeds_only_what_changed(tmp_path, tiny_model):
+    source = write_jsonl(tmp_path / "faq.jsonl", RECORDS[:60])
     with new_index(tmp_path / "ray", tiny_model) as index:
-        ray_engine = engine(index, BATCH_TOKENS, RayOptions(actors=1, batch_size=20))
-        handed = []
+        on_ray(index, source)
+        changed = [Record(r.id, r.text + " edited", r.fields, r.phrasings) if i % 10 == 0 else r for i, r in enumerate(RECORDS[:60])]
+        write_jsonl(source, changed + [RECORDS[1]])  # d1 repeated: the last one wins
+        embedded = []
+        report, _ = on_ray(index, source, on_embedded=embedded.append)
+        assert (report.added, report.updated, report.unchanged, report.duplicates) == (0, 6, 54, 1) and sum(embedded) == 6
+        assert stored(index, "d10")[0].endswith(" edited") and len(index) == 60 and index.check() == []
 
-        def crashing(documents):
-            handed.append(len(documents))
-            for number, batch in enumerate(ray_engine(documents)):
-                if number == 3:
-                    raise KeyboardInterrupt  # a kill after three batches were stored
-                yield batch
+
+def test_shards_staged_before_a_crash_are_stored_without_embedding_them_again(tmp_path, tiny_model):
+    source = write_jsonl(tmp_path / "faq.jsonl", RECORDS)
+    with new_index(tmp_path / "ray", tiny_model) as index:
+        stored_shards = []
+
+        def crash_after_two_shards(documents):
+            stored_shards.append(documents)
+            if len(stored_shards) == 2:
+                time.sleep(3)  # the actors stage more shards meanwhile
+                raise KeyboardInterrupt
 
         with pytest.raises(KeyboardInterrupt):
-            index.add(RECORDS, engine=crashing)
-        stored = len(index)
-        assert 0 < stored < 150
-        report = index.add(RECORDS, engine=crashing)
-        assert (report.added, report.unchanged) == (150 - stored, stored) and handed[-1] == 150 - stored
-        assert len(index) == 150 and index.check() == []
-        assert index.search(RECORDS[120].text, k=1)[0].id == "d120"
+            on_ray(index, source, shard_documents=10, on_stored=crash_after_two_shards)
+        staged = {id for path in (index.path / STAGING_DIR).glob("*.parquet") for id in pq.read_table(path)["id"].to_pylist()}
+        done = {id for (id,) in index._store.db.execute("SELECT id FROM documents")}
+        assert len(done) == 20 and len(staged - done) > 0
+        embedded = []
+        report, _ = on_ray(index, source, shard_documents=10, on_embedded=embedded.append)
+        assert sum(embedded) == 150 - len(done | staged) and (report.added, report.documents) == (150 - len(done), 150)
+        assert len(index) == 150 and index.check() == [] and not list((index.path / STAGING_DIR).iterdir())
 
 
-def test_the_command_with_ray(tmp_path, tiny_model):
-    source = tmp_path / "docs.jsonl"
-    source.write_text("".join(f'{{"id": "{r.id}", "text": "{r.text}"}}\n' for r in RECORDS[:30]))
-    arguments = ["index", str(source), "--index", str(tmp_path / "cmd"), "--model", str(tiny_model), "--engine", "ray", "--actors", "2"]
-    result = runner.invoke(app, arguments)
-    assert result.exit_code == 0, result.output
-    assert "Indexed 30 documents" in result.stdout and "30 new" in result.stdout
+def test_shard_directories_of_parquet_and_jsonl_files_and_file_uris(tmp_path, tiny_model):
+    shards = tmp_path / "shards"
+    (shards / "part").mkdir(parents=True)
+    for number, chunk in enumerate((RECORDS[:50], RECORDS[50:100])):
+        pq.write_table(searcher.distributed.pa.table({"id": [r.id for r in chunk], "text": [r.text for r in chunk],
+                                                      "n": [r.fields["n"] for r in chunk]}), shards / f"part-{number}.parquet")
+    (shards / "part" / "rest.jsonl").write_text("".join(json.dumps({"id": r.id, "text": r.text, "n": r.fields["n"]}) + "\n"
+                                                        for r in RECORDS[100:]))
+    (shards / "README").write_text("not a shard")
+    assert [path.rsplit("/", 1)[-1] for path in source_files(str(shards))] == ["part-0.parquet", "part-1.parquet", "rest.jsonl"]
+    with new_index(tmp_path / "dir", tiny_model) as from_directory, new_index(tmp_path / "uri", tiny_model) as from_uri:
+        assert on_ray(from_directory, shards)[0].added == 150
+        assert on_ray(from_uri, f"file://{shards}/part-1.parquet")[0].added == 50
+        assert stored(from_directory, "d60")[1] == {"n": 60} and from_uri.search(RECORDS[70].text, k=1)[0].id == "d70"
 
 
 def test_bad_input_fails_as_on_the_local_path(tmp_path, tiny_model):
@@ -88,9 +135,48 @@ def test_bad_input_fails_as_on_the_local_path(tmp_path, tiny_model):
     source.write_text('{"id": "a", "text": "fine"}\n{"id": "b", "text": \n')
     outputs = [runner.invoke(app, ["index", str(source), "--index", str(tmp_path / engine_name), "--model", str(tiny_model),
                                    "--engine", engine_name]) for engine_name in ("local", "ray")]
-    assert outputs[0].exit_code == outputs[1].exit_code != 0
-    assert outputs[0].stderr.replace("local", "ENGINE") == outputs[1].stderr.replace("ray", "ENGINE")
-    assert "bad.jsonl:2" in outputs[1].stderr
+    assert outputs[0].exit_code == outputs[1].exit_code == 1
+    assert outputs[0].stderr == outputs[1].stderr and "bad.jsonl:2: invalid JSON" in outputs[1].stderr
+    for arguments, message in ((["missing.jsonl"], "no such file or directory: missing.jsonl"),
+                               (["-"], "--engine ray reads files, not standard input"),
+                               ([str(tmp_path / "bad.xml")], "unsupported file type .xml")):
+        (tmp_path / "bad.xml").write_text("<a/>")
+        result = runner.invoke(app, ["index", *arguments, "--index", str(tmp_path / "x"), "--model", str(tiny_model), "--engine", "ray"])
+        assert result.exit_code == 1 and message in result.stderr and not (tmp_path / "x").exists()
+
+
+def test_malformed_records_are_skipped_on_request_as_on_the_local_path(tmp_path, tiny_model):
+    source = tmp_path / "docs.jsonl"
+    source.write_text('{"id": "a", "text": "fine"}\n{"id": "b", "text": \n{"id": "c", "text": "also fine"}\n')
+    outputs = [runner.invoke(app, ["index", str(source), "--index", str(tmp_path / engine_name), "--model", str(tiny_model),
+                                   "--engine", engine_name, "--on-error", "skip"]) for engine_name in ("local", "ray")]
+    assert outputs[0].exit_code == outputs[1].exit_code == 0
+    assert outputs[0].stderr == outputs[1].stderr and "Skipped 1 malformed records; the first: " in outputs[1].stderr
+    assert "2 new" in outputs[1].stdout
+
+
+def test_the_command_killed_mid_run_resumes_without_duplicates_or_losses(tmp_path, tiny_model):
+    records = [Record(f"k{i}", f"passage {i} on {TOPICS[i % 4]} " + "filler " * (i % 50)) for i in range(600)]
+    source = write_jsonl(tmp_path / "big.jsonl", [Record(r.id, r.text, {"n": i}) for i, r in enumerate(records)])
+    target = tmp_path / "killed"
+    arguments = ["index", str(source), "--index", str(target), "--model", str(tiny_model), "--engine", "ray", "--shard-size", "20",
+                 "--precision", "fp32", "--batch-size", "4"]
+    command = subprocess.Popen([sys.executable, "-m", "searcher", *arguments], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env=os.environ | {"RAY_ADDRESS": ""})
+    stored, deadline = 0, time.monotonic() + 120
+    while stored < 40 and command.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        if (target / "docs.sqlite").exists():
+            stored = sqlite3.connect(target / "docs.sqlite").execute("SELECT count(*) FROM documents").fetchone()[0]
+    command.send_signal(signal.SIGKILL)
+    command.wait()
+    assert 0 < stored < 600, "the run was not caught mid-way"
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    assert "Indexed 600 documents" in result.stdout
+    with Index.open(target) as index:
+        assert len(index) == 600 and index.check() == [] and len(index._store.vector_ids()) == 600
+        assert index.search(records[321].text, k=1)[0].id == "k321"
 
 
 def test_without_ray_installed_the_message_says_how_to_get_it(tmp_path, tiny_model, monkeypatch):
@@ -98,4 +184,4 @@ def test_without_ray_installed_the_message_says_how_to_get_it(tmp_path, tiny_mod
     source = tmp_path / "docs.jsonl"
     source.write_text('{"id": "a", "text": "fine"}\n')
     result = runner.invoke(app, ["index", str(source), "--index", str(tmp_path / "x"), "--model", str(tiny_model), "--engine", "ray"])
-    assert result.exit_code != 0 and "--engine ray needs Ray: pip install 'searcher[ray]'" in result.stderr
+    assert result.exit_code == 2 and "--engine ray needs Ray: pip install 'searcher[ray]'" in result.stderr
