@@ -29,7 +29,8 @@ bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/speed.py --sts $(DATASETS)/stsbenchmark --scifact $(DATASETS)/scifact
 	$(BIN)/python benchmarks/vector_index.py --vectors 1000000
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/http_load.py
-	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/ray_scaling.py $(DATASETS)/scifact --documents 1000
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/ray_scaling.py $(DATASETS)/scifact --documents 1000 --shard-size 250
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/embed_throughput.py $(DATASETS)/scifact --documents 2000 --batches 64:16384
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -1,9 +1,10 @@
 """Documents/s of `searcher index` on the local path against Ray with 1 and 2 actors, whole commands.
 
-    python benchmarks/ray_scaling.py ../shared/datasets/scifact [--documents 1000] [--actors 1 2]
+    python benchmarks/ray_scaling.py ../shared/datasets/scifact [--documents 1000] [--actors 1 2] [--shard-size 1000]
 
 Each run is a fresh `searcher index` process into a new index over the same first --documents documents of
-a BEIR corpus (0: all), default settings; the Ray runs start a local cluster for the command (as a user
+a BEIR corpus (0: all), default settings (--shard-size is passed to the Ray runs: a shard is one actor
+call, so a corpus of fewer shards than actors leaves actors idle); the Ray runs start a local cluster for the command (as a user
 without a cluster gets) and stop it after. Then the last Ray index is checked against the local one: same
 ids, largest vector difference (bf16 where the CPU has it), and the test split's nDCG@10 and recall@100 of
 both (over the indexed documents). Prints a Markdown table.
@@ -45,6 +46,7 @@ def main() -> None:
     parser.add_argument("corpus", type=Path, help="a BEIR directory (corpus.jsonl, queries.jsonl)")
     parser.add_argument("--documents", type=int, default=1000)
     parser.add_argument("--actors", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--shard-size", type=int, default=1000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="searcher-ray-") as home:
         source = Path(home) / "documents.jsonl"
@@ -55,7 +57,7 @@ def main() -> None:
         rows = [("local", run(source, home, "local", []))]
         for actors in args.actors:
             rows.append((f"ray, {actors} actor{'s' if actors > 1 else ''}",
-                         run(source, home, f"ray{actors}", ["--engine", "ray", "--actors", str(actors)])))
+                         run(source, home, f"ray{actors}", ["--engine", "ray", "--actors", str(actors), "--shard-size", str(args.shard_size)])))
         dataset = load_beir(args.corpus, "test")
         with Index.open("local", home) as local, Index.open(f"ray{args.actors[-1]}", home) as distributed:
             expected, got = by_document(local), by_document(distributed)
@@ -64,7 +66,7 @@ def main() -> None:
                                         dataset.qrels) for index in (local, distributed)]
             precision = local.manifest["precision"]
     print(f"# {platform.machine()}, {os.cpu_count()} CPUs, precision {precision}; first {len(lines):,} documents of {args.corpus.name}; "
-          f"whole `searcher index` commands (a Ray run starts and stops a local cluster)")
+          f"whole `searcher index` commands (a Ray run starts and stops a local cluster; shards of {args.shard_size:,} documents)")
     print("\n| engine | seconds | documents/s | vs local |")
     print("|---|---|---|---|")
     for label, seconds in rows:
