@@ -349,10 +349,15 @@ class Embedder:
         return torch.stack(states)[:, 0].float().cpu().numpy()
 
     def _forward(self, ids: list[list[int]]) -> np.ndarray:
-        with self._tokenizer_lock:
-            batch = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt")
-        mask = batch["attention_mask"].to(self.device)
-        ids = batch["input_ids"].to(self.device)
+        # Padded here rather than by tokenizer.pad, which takes 10× as long (30 ms for 512 texts: a fifth of a
+        # GPU's time), and always on the right, where "cls" pooling expects the text to start at position 0.
+        padded = np.full((len(ids), max(map(len, ids))), self.tokenizer.pad_token_id or 0, dtype=np.int64)
+        present = np.zeros(padded.shape, dtype=np.int64)
+        for row, sequence in enumerate(ids):
+            padded[row, :len(sequence)] = sequence
+            present[row, :len(sequence)] = 1
+        mask = torch.from_numpy(present).to(self.device)
+        ids = torch.from_numpy(padded).to(self.device)
         if self.layer in (-1, self.model.config.num_hidden_layers):
             hidden = self._run(ids, mask).last_hidden_state  # the other layers need not be kept
         else:
