@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sys
 import tempfile
 import time
@@ -28,7 +29,7 @@ from .config import BATCH_SIZE, BATCH_TOKENS, Settings, load_settings
 from .demo import run_demo
 from .evaluate import RETRIEVAL_METRICS, STS_METRICS, BeirDataset, calibrate, evaluate, load_dataset, sweep
 from .errors import ConfigError, InvalidFilterError, OutputError, SearcherError, SourceError
-from .index import AddReport, Index, drop_index, hits_json, list_indexes
+from .index import DOCS_FILE, AddReport, Index, drop_index, hits_json, index_path, list_indexes
 from .inspect import ContextReport, PairCosine, inspector
 from .plots import plot_context, plot_histogram
 from .sources import read_records
@@ -152,12 +153,19 @@ def _index_on_ray(source: str, name: str, settings: Settings, on_error: str, loc
     options = RayOptions(*cluster)
     files = source_files(source)  # a missing or unsupported source is refused before an index is made
     source_format = SourceFormat(tuple(settings.text_fields), settings.id_field, on_error == "skip")
+    new = not (index_path(name, settings.home) / DOCS_FILE).exists()
     with Index.open_or_create(name, settings) as target, _progress() as progress:
         target.lock_timeout = lock_timeout
         embedded = progress.add_task("Embedded on Ray", total=None)
         stored = progress.add_task(f"Stored into {target.name}", total=None)
-        report, skipped = add_source(target, source, files, source_format, settings, options,
-                                     lambda done: progress.advance(embedded, done), lambda done: progress.advance(stored, done))
+        try:
+            report, skipped = add_source(target, source, files, source_format, settings, options,
+                                         lambda done: progress.advance(embedded, done), lambda done: progress.advance(stored, done))
+        except SourceError:
+            # The local path reads its source before it makes an index; a malformed one leaves none behind here either.
+            if new and not len(target):
+                shutil.rmtree(target.path)
+            raise
         return report, skipped, target.name
 
 

@@ -89,14 +89,17 @@ def add_source(
     """
     started = time.perf_counter()
     staging = index.path / STAGING_DIR
-    staging.mkdir(exist_ok=True)
     dimension = index.manifest["dimension"]
-    leftover = index.add_embedded(_staged_shards(sorted(staging.glob("*.parquet")), dimension), on_stored)
-    with _cluster(options.address):
-        tally = dict.fromkeys(READ_COUNTS, 0)
-        skipped: list[SourceError] = []
-        shards = _embedded_shards(index, files, source_format, settings, options, staging)
-        report = index.add_embedded(_staged_shards(_arrivals(shards, tally, skipped, on_embedded), dimension), on_stored)
+    with index.writing():  # one run stages into an index at a time
+        staging.mkdir(exist_ok=True)
+        for partial in staging.glob(".*.partial"):  # cut short by a crash while being written
+            partial.unlink()
+        leftover = index.add_embedded(_staged_shards(sorted(staging.glob("*.parquet")), dimension), on_stored)
+        with _cluster(options.address):
+            tally = dict.fromkeys(READ_COUNTS, 0)
+            skipped: list[SourceError] = []
+            shards = _embedded_shards(index, files, source_format, settings, options, staging)
+            report = index.add_embedded(_staged_shards(_arrivals(shards, tally, skipped, on_embedded), dimension), on_stored)
     if not tally["read"] and not skipped and not leftover.documents:
         raise SourceError(f"{source}: no documents found")
     # The read tasks found the documents of leftover shards stored already: they count once, as stored then.
@@ -209,10 +212,8 @@ def _file_records(path: str, source_format: SourceFormat, on_error: Callable[[So
 def _parquet_records(filesystem: Any, location: str, name: str, source_format: SourceFormat,
                      on_error: Callable[[SourceError], None] | None) -> Iterator[Record]:
     try:
-        table = pq.ParquetFile(filesystem.open_input_file(location))
-        batches = table.iter_batches()
         number = 0
-        for batch in batches:
+        for batch in pq.ParquetFile(filesystem.open_input_file(location)).iter_batches():
             for row in batch.to_pylist():
                 number += 1
                 try:
@@ -303,14 +304,22 @@ def _searcher_error(error: BaseException | None) -> SearcherError | None:
 
 @contextmanager
 def _cluster(address: str | None) -> Iterator[None]:
-    """The cluster at ADDRESS, or one already joined, or a local one started for this run and stopped after."""
-    if ray.is_initialized():
-        yield
-        return
-    for name in ("ray", "ray.data"):  # their progress lines would interleave with the CLI's own bar
-        logging.getLogger(name).setLevel(logging.ERROR)
-    ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    """The cluster at ADDRESS, or one already joined, or a local one started for this run and stopped after.
+
+    Ray's own log lines are held back meanwhile: progress would interleave with the CLI's bar, and a task's
+    error is raised here as the SearcherError it is, with its one-line message.
+    """
+    loggers = {name: logging.getLogger(name) for name in ("ray", "ray.data")}
+    levels = {name: logger.level for name, logger in loggers.items()}
+    for logger in loggers.values():
+        logger.setLevel(logging.CRITICAL)
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.CRITICAL)
     try:
         yield
     finally:
-        ray.shutdown()
+        if started:
+            ray.shutdown()
+        for name, logger in loggers.items():
+            logger.setLevel(levels[name])

@@ -151,6 +151,7 @@ class Index:
         self.lock_timeout = lock_timeout  # seconds a writer waits for another one; None: as long as it takes
         self._embedder: Embedder | None = None
         self._stale = False  # vectors were dropped that the structure cannot remove in place (HNSW)
+        self._writer_depth = 0  # how many `writing` blocks of this object hold the writer lock
         self._vectors, self._loaded_generation = self._load_vectors()
 
     def _load_vectors(self, mmap: bool = True) -> tuple[VectorIndex, int]:
@@ -325,7 +326,7 @@ class Index:
         documents, received, empty = latest_documents(records)
         embedder = self.embedder  # loaded (and its fingerprint checked) before anything is written
         truncated, model_seconds = 0, 0.0
-        with self._writing():
+        with self.writing():
             plan = self._plan(documents)
             if plan.fields_only:
                 with self._store.transaction():
@@ -358,7 +359,7 @@ class Index:
         started = time.perf_counter()
         totals = {"added": 0, "updated": 0, "unchanged": 0, "skipped_empty": 0, "duplicates": 0, "truncated": 0}
         model_seconds, changed = 0.0, False
-        with self._writing():
+        with self.writing():
             for records, embedded in shards:
                 if len(embedded.vectors) and embedded.vectors.shape[1] != self.manifest["dimension"]:
                     raise ModelMismatchError(f"vectors of dimension {embedded.vectors.shape[1]} for an index of dimension {self.manifest['dimension']}")
@@ -421,7 +422,7 @@ class Index:
 
     def delete(self, ids: Iterable[str]) -> list[str]:
         """Remove documents by external id; returns the ids that were found (unknown ids are ignored)."""
-        with self._writing():
+        with self.writing():
             with self._store.transaction():
                 deleted, dropped = self._store.delete_documents(list(dict.fromkeys(ids)))
             self._forget_vectors(dropped)
@@ -430,8 +431,18 @@ class Index:
         return deleted
 
     @contextmanager
-    def _writing(self) -> Iterator[None]:
-        """Hold the index's writer lock: one writer at a time, readers never wait."""
+    def writing(self) -> Iterator[None]:
+        """Hold the index's writer lock: one writer at a time, readers never wait.
+
+        Re-entrant, so that a caller can hold it across several writes (a Ray run across all its shards).
+        """
+        if self._writer_depth:
+            self._writer_depth += 1
+            try:
+                yield
+            finally:
+                self._writer_depth -= 1
+            return
         lock = FileLock(self.path / LOCK_FILE)
         try:
             lock.acquire(timeout=0)
@@ -443,19 +454,21 @@ class Index:
                 raise IndexLockedError(
                     f"index {self.name!r} is being written by another process; gave up after {self.lock_timeout} s"
                 ) from None
+        self._writer_depth = 1
         try:
             # Another process may have written since this one loaded its vectors, and mapped lists are read-only.
             if self._vectors.read_only or self._store.manifest().get("vectors_generation") != self._loaded_generation:
                 self._vectors, self._loaded_generation = self._load_vectors(mmap=False)
             yield
         finally:
+            self._writer_depth = 0
             lock.release()
 
     def reindex(self, index_type: str, search_params: dict[str, int] | None = None) -> VectorIndex:
         """Rebuild the vector structure as INDEX_TYPE from the stored vectors (nothing is embedded again)."""
         resolve_type(index_type, 0)  # refuse an unknown type before touching anything
         params = check_search_params(search_params or {})
-        with self._writing():
+        with self.writing():
             self._store.update_manifest({"index_type": index_type, "search_params": params})
             self._vectors = self._rebuilt_vectors()
             self._save_vectors()
@@ -607,7 +620,7 @@ class Index:
         without a vector by an interrupted run; it never loses a stored document.
         """
         if repair:
-            with self._writing():
+            with self.writing():
                 self._store.repair()
                 bare = self._store.documents_without_vectors()
                 if bare:

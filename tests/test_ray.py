@@ -137,12 +137,16 @@ def test_bad_input_fails_as_on_the_local_path(tmp_path, tiny_model):
                                    "--engine", engine_name]) for engine_name in ("local", "ray")]
     assert outputs[0].exit_code == outputs[1].exit_code == 1
     assert outputs[0].stderr == outputs[1].stderr and "bad.jsonl:2: invalid JSON" in outputs[1].stderr
+    (tmp_path / "bad.xml").write_text("<a/>")
     for arguments, message in ((["missing.jsonl"], "no such file or directory: missing.jsonl"),
                                (["-"], "--engine ray reads files, not standard input"),
                                ([str(tmp_path / "bad.xml")], "unsupported file type .xml")):
-        (tmp_path / "bad.xml").write_text("<a/>")
         result = runner.invoke(app, ["index", *arguments, "--index", str(tmp_path / "x"), "--model", str(tiny_model), "--engine", "ray"])
         assert result.exit_code == 1 and message in result.stderr and not (tmp_path / "x").exists()
+    (tmp_path / "broken.parquet").write_bytes(b"not parquet at all")
+    result = runner.invoke(app, ["index", str(tmp_path / "broken.parquet"), "--index", str(tmp_path / "y"), "--model", str(tiny_model),
+                                 "--engine", "ray"])
+    assert result.exit_code == 1 and result.stderr.startswith(f"Error: {tmp_path / 'broken.parquet'}: not a readable Parquet file")
 
 
 def test_malformed_records_are_skipped_on_request_as_on_the_local_path(tmp_path, tiny_model):
@@ -166,8 +170,10 @@ def test_the_command_killed_mid_run_resumes_without_duplicates_or_losses(tmp_pat
     stored, deadline = 0, time.monotonic() + 120
     while stored < 40 and command.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-        if (target / "docs.sqlite").exists():
-            stored = sqlite3.connect(target / "docs.sqlite").execute("SELECT count(*) FROM documents").fetchone()[0]
+        try:
+            stored = sqlite3.connect(f"file:{target / 'docs.sqlite'}?mode=ro", uri=True).execute("SELECT count(*) FROM documents").fetchone()[0]
+        except sqlite3.OperationalError:  # not made yet, or its tables not yet
+            pass
     command.send_signal(signal.SIGKILL)
     command.wait()
     assert 0 < stored < 600, "the run was not caught mid-way"
