@@ -361,9 +361,11 @@ class Index:
         model_seconds, changed = 0.0, False
         with self.writing():
             for records, embedded in shards:
-                if len(embedded.vectors) and embedded.vectors.shape[1] != self.manifest["dimension"]:
-                    raise ModelMismatchError(f"vectors of dimension {embedded.vectors.shape[1]} for an index of dimension {self.manifest['dimension']}")
                 starts = np.cumsum([0] + [1 + len(record.phrasings) for record in records])
+                expected = (int(starts[-1]), self.manifest["dimension"])
+                if embedded.vectors.shape != expected:
+                    raise IndexCorruptError(f"a shard of {len(records)} documents came with vectors of shape "
+                                            f"{embedded.vectors.shape}; this index needs {expected}")
                 rows = {record.id: embedded.vectors[starts[i]:starts[i + 1]] for i, record in enumerate(records)}
                 documents, received, empty = latest_documents(records)
                 plan = self._plan(documents)
