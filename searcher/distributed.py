@@ -294,10 +294,15 @@ def _staged_shards(paths: Iterable[Path], dimension: int) -> Iterator[tuple[list
 
 
 def _searcher_error(error: BaseException | None) -> SearcherError | None:
-    """The SearcherError a Ray task raised, found under Ray's wrappers (which copy its class, not its module)."""
+    """The SearcherError a Ray task raised, found under Ray's wrappers (which copy its class, not its module).
+
+    Ray's retry wrapper may raise it again with its own advice on further lines: only its first line is kept.
+    """
     for _ in range(10):
-        if error is None or type(error).__module__ == SearcherError.__module__:
-            return error
+        if error is None:
+            return None
+        if type(error).__module__ == SearcherError.__module__:
+            return type(error)(str(error).splitlines()[0])
         error = getattr(error, "cause", None) or error.__cause__
     return None
 
