@@ -139,7 +139,8 @@ def index(
         with Index.open_or_create(name, settings) as target, _progress() as progress:
             target.lock_timeout = lock_timeout
             task = progress.add_task(f"Indexing into {target.name}", total=len(records))
-            report, indexed = target.add(records, settings.batch_size, settings.batch_tokens, lambda done: progress.advance(task, done)), target.name
+            report = target.add(records, settings.batch_size, settings.batch_tokens, lambda done: progress.advance(task, done))
+        indexed = target.name
     say(_summary(report, indexed))
     if skipped:
         say(f"Skipped {len(skipped):,} malformed records; the first: {skipped[0]}", errors)
