@@ -138,8 +138,8 @@ def source_files(source: str) -> list[str]:
     names = sorted(entry.path for entry in found if entry.type == pyarrow.fs.FileType.File)
     shards = [name for name in names if Path(name).suffix.lower() in SHARD_FORMATS and Path(name).suffix.lower() != ".txt"]
     if shards:
-        prefix = source[: len(source) - len(path)] if "://" in source else ""
-        return [prefix + name for name in shards]
+        scheme = source.split("://")[0] + "://" if "://" in source else ""
+        return [scheme + name for name in shards]
     if any(Path(name).suffix.lower() in DIRECTORY_SUFFIXES for name in names) and "://" not in source:
         return [source]
     raise SourceError(f"{source}: no {', '.join(SHARD_FORMATS)} or .md files in this directory")

@@ -124,6 +124,8 @@ def test_shard_directories_of_parquet_and_jsonl_files_and_file_uris(tmp_path, ti
                                                         for r in RECORDS[100:]))
     (shards / "README").write_text("not a shard")
     assert [path.rsplit("/", 1)[-1] for path in source_files(str(shards))] == ["part-0.parquet", "part-1.parquet", "rest.jsonl"]
+    assert source_files(f"file://{shards}/") == [f"file://{shards}/part-0.parquet", f"file://{shards}/part-1.parquet",
+                                                 f"file://{shards}/part/rest.jsonl"]
     with new_index(tmp_path / "dir", tiny_model) as from_directory, new_index(tmp_path / "uri", tiny_model) as from_uri:
         assert on_ray(from_directory, shards)[0].added == 150
         assert on_ray(from_uri, f"file://{shards}/part-1.parquet")[0].added == 50
