@@ -162,8 +162,8 @@ def _index_on_ray(source: str, name: str, settings: Settings, on_error: str, loc
         try:
             report, skipped = add_source(target, source, files, source_format, settings, options,
                                          lambda done: progress.advance(embedded, done), lambda done: progress.advance(stored, done))
-        except SourceError:
-            # The local path reads its source before it makes an index; a malformed one leaves none behind here either.
+        except SearcherError:
+            # The local path reads its source before it makes an index; a failed first run leaves none behind here either.
             if new and not len(target):
                 shutil.rmtree(target.path)
             raise

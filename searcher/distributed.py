@@ -96,6 +96,10 @@ def add_source(
             partial.unlink()
         leftover = index.add_embedded(_staged_shards(sorted(staging.glob("*.parquet")), dimension), on_stored)
         with _cluster(options.address):
+            gpus = ray.cluster_resources().get("GPU", 0)
+            if options.gpus_per_actor > gpus:
+                # Ray would wait for them for ever.
+                raise ConfigError(f"--gpus-per-actor {options.gpus_per_actor:g}, but the Ray cluster has {gpus:g} GPUs")
             tally = dict.fromkeys(READ_COUNTS, 0)
             skipped: list[SourceError] = []
             shards = _embedded_shards(index, files, source_format, settings, options, staging)

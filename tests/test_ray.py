@@ -187,6 +187,14 @@ def test_the_command_killed_mid_run_resumes_without_duplicates_or_losses(tmp_pat
         assert index.search(records[321].text, k=1)[0].id == "k321"
 
 
+def test_asking_for_gpus_the_cluster_lacks_is_refused_rather_than_waited_for(tmp_path, tiny_model):
+    source = write_jsonl(tmp_path / "faq.jsonl", RECORDS[:5])
+    result = runner.invoke(app, ["index", str(source), "--index", str(tmp_path / "x"), "--model", str(tiny_model), "--engine", "ray",
+                                 "--gpus-per-actor", "1"])
+    assert result.exit_code == 2 and "--gpus-per-actor 1, but the Ray cluster has 0 GPUs" in result.stderr
+    assert not (tmp_path / "x").exists()
+
+
 def test_without_ray_installed_the_message_says_how_to_get_it(tmp_path, tiny_model, monkeypatch):
     monkeypatch.setattr(searcher.distributed, "ray", None)
     source = tmp_path / "docs.jsonl"
