@@ -31,7 +31,7 @@ from .config import Settings
 from .embedder import EmbeddedDocuments, Embedder
 from .errors import ConfigError, ModelMismatchError, SearcherError, SourceError
 from .index import EMBEDDING_KEYS, PRE_PRECISION_MANIFEST, AddReport, Index, latest_documents
-from .sources import DIRECTORY_SUFFIXES, FILE_FORMATS, Record, check_file_format, make_record, read_records, read_stream
+from .sources import DIRECTORY_SUFFIXES, FILE_FORMATS, Record, check_file_format, read_records, read_rows, read_stream
 from .store import content_hash, document_key, fields_json
 
 try:
@@ -216,17 +216,9 @@ def _file_records(path: str, source_format: SourceFormat, on_error: Callable[[So
 def _parquet_records(filesystem: Any, location: str, name: str, source_format: SourceFormat,
                      on_error: Callable[[SourceError], None] | None) -> Iterator[Record]:
     try:
-        number = 0
-        for batch in pq.ParquetFile(filesystem.open_input_file(location)).iter_batches():
-            for row in batch.to_pylist():
-                number += 1
-                try:
-                    yield make_record(row, f"{name}: row {number}", f"{Path(name).name}:{number}",
-                                      source_format.text_fields, source_format.id_field)
-                except SourceError as error:
-                    if on_error is None:
-                        raise
-                    on_error(error)
+        batches = pq.ParquetFile(filesystem.open_input_file(location)).iter_batches()
+        rows = (row for batch in batches for row in batch.to_pylist())
+        yield from read_rows(rows, name, source_format.text_fields, source_format.id_field, on_error)
     except pa.ArrowException as error:
         raise SourceError(f"{name}: not a readable Parquet file ({error})") from None
 

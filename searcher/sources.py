@@ -99,6 +99,14 @@ def _open_text(path: Path) -> TextIO:
         raise SourceError(f"cannot read {path}: {error.strerror}") from None
 
 
+def read_rows(
+    rows: Iterable[dict[str, Any]], name: str, text_fields: Sequence[str] = (), id_field: str | None = None, on_error: OnError = None
+) -> Iterator[Record]:
+    """Records from rows already parsed (a Parquet file's, say); errors name NAME and the row number."""
+    for number, row in enumerate(rows, start=1):
+        yield from _guarded(on_error, make_record, row, f"{name}: row {number}", f"{Path(name).name}:{number}", text_fields, id_field)
+
+
 def _read_jsonl(
     handle: Iterable[str], name: str, text_fields: Sequence[str], id_field: str | None, on_error: OnError
 ) -> Iterator[Record]:
