@@ -108,6 +108,12 @@ class _AddPlan:
     fields_only: list[Record] = field(default_factory=list)
     unchanged: list[Record] = field(default_factory=list)
 
+    def counts(self, received: int, empty: int) -> dict[str, int]:
+        """`AddReport`'s document counts for this plan, made from RECEIVED records of which EMPTY had no text."""
+        planned = len(self.new) + len(self.changed) + len(self.fields_only) + len(self.unchanged)
+        return {"added": len(self.new), "updated": len(self.changed) + len(self.fields_only),
+                "unchanged": len(self.unchanged), "skipped_empty": empty, "duplicates": received - planned - empty}
+
 
 def index_home(home: str | Path | None = None) -> Path:
     """Where named indexes live: HOME, else $SEARCHER_HOME, else ./indexes."""
@@ -342,11 +348,8 @@ class Index:
                     progress(len(embedded.positions))
             if pending or plan.fields_only:
                 self._save_vectors()
-        return AddReport(
-            added=len(plan.new), updated=len(plan.changed) + len(plan.fields_only), unchanged=len(plan.unchanged),
-            skipped_empty=empty, duplicates=received - len(documents) - empty, truncated=truncated,
-            max_length=embedder.max_length, seconds=time.perf_counter() - started, model_seconds=model_seconds,
-        )
+        return AddReport(**plan.counts(received, empty), truncated=truncated, max_length=embedder.max_length,
+                         seconds=time.perf_counter() - started, model_seconds=model_seconds)
 
     def add_embedded(self, shards: Iterable[tuple[list[Record], EmbeddedDocuments]], progress: Callable[[int], None] | None = None) -> AddReport:
         """Store documents embedded elsewhere (`searcher.distributed`), one transaction per shard.
@@ -357,8 +360,8 @@ class Index:
         `add`. FAISS is saved once at the end.
         """
         started = time.perf_counter()
-        totals = {"added": 0, "updated": 0, "unchanged": 0, "skipped_empty": 0, "duplicates": 0, "truncated": 0}
-        model_seconds, changed = 0.0, False
+        totals = _AddPlan().counts(0, 0)
+        truncated, model_seconds, changed = 0, 0.0, False
         with self.writing():
             for records, embedded in shards:
                 starts = np.cumsum([0] + [1 + len(record.phrasings) for record in records])
@@ -377,17 +380,16 @@ class Index:
                         stored = self._store_embedded(pending, vectors, plan)
                     self._index_vectors(*stored)
                     changed = True
-                for key, count in (("added", len(plan.new)), ("updated", len(plan.changed) + len(plan.fields_only)),
-                                   ("unchanged", len(plan.unchanged)), ("skipped_empty", empty),
-                                   ("duplicates", received - len(documents) - empty), ("truncated", embedded.truncated)):
+                for key, count in plan.counts(received, empty).items():
                     totals[key] += count
+                truncated += embedded.truncated
                 model_seconds += embedded.model_seconds
                 if progress:
                     progress(received)
             if changed:
                 self._save_vectors()
-        return AddReport(**totals, max_length=self.manifest["max_length"], seconds=time.perf_counter() - started,
-                         model_seconds=model_seconds)
+        return AddReport(**totals, truncated=truncated, max_length=self.manifest["max_length"],
+                         seconds=time.perf_counter() - started, model_seconds=model_seconds)
 
     def _store_embedded(self, records: list[Record], vectors: np.ndarray, plan: _AddPlan) -> tuple[list[int], np.ndarray, list[int]]:
         """Upsert RECORDS with their VECTORS (text, then phrasings, record by record) inside the caller's
