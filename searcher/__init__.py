@@ -4,9 +4,16 @@ from importlib.metadata import version
 
 __version__ = version("searcher")
 
-from .config import Settings, load_settings  # noqa: E402
+from .config import EmbeddingSettings, Settings, load_settings  # noqa: E402
 from .errors import SearcherError  # noqa: E402
-from .index import AddReport, Hit, Index, list_indexes  # noqa: E402
+from .index import Index  # noqa: E402
+from .manifest import EmbeddingSpec, Manifest  # noqa: E402
+from .paths import list_indexes  # noqa: E402
+from .search import Hit  # noqa: E402
 from .sources import Record, read_records  # noqa: E402
+from .writes import AddReport  # noqa: E402
 
-__all__ = ["AddReport", "Hit", "Index", "Record", "SearcherError", "Settings", "list_indexes", "load_settings", "read_records"]
+__all__ = [
+    "AddReport", "EmbeddingSettings", "EmbeddingSpec", "Hit", "Index", "Manifest", "Record", "SearcherError", "Settings",
+    "list_indexes", "load_settings", "read_records",
+]

@@ -11,6 +11,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -25,14 +26,17 @@ from typer.core import TyperGroup
 
 import numpy as np
 
-from .config import BATCH_SIZE, BATCH_TOKENS, Settings, load_settings
+from .config import BATCH_SIZE, BATCH_TOKENS, EmbeddingSettings, Settings, load_settings
 from .demo import run_demo
 from .evaluate import RETRIEVAL_METRICS, STS_METRICS, BeirDataset, calibrate, evaluate, load_dataset, sweep
 from .errors import ConfigError, InvalidFilterError, OutputError, SearcherError, SourceError
-from .index import DOCS_FILE, AddReport, Index, drop_index, hits_json, index_path, list_indexes
+from .index import Index, describe_index
 from .inspect import ContextReport, PairCosine, inspector
+from .paths import drop_index, index_path, list_indexes
 from .plots import plot_context, plot_histogram
+from .search import search_response
 from .sources import read_records
+from .writes import AddReport
 
 console = Console()
 errors = Console(stderr=True)
@@ -84,10 +88,17 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 
+# Options and arguments that several commands share, declared once.
 HomeOption = Annotated[Optional[Path], typer.Option("--home", help="Directory of named indexes (default: $SEARCHER_HOME or ./indexes).")]
+IndexOption = Annotated[str, typer.Option("--index", "-i", help="Index name (under --home) or path.")]
+IndexArgument = Annotated[str, typer.Argument(help="Index name (under --home) or path.")]
 BatchSizeOption = Annotated[Optional[int], typer.Option(help=f"Texts per forward pass, at most (default {BATCH_SIZE}).")]
 BatchTokensOption = Annotated[Optional[int], typer.Option(help=f"Padded tokens per forward pass, at most (default {BATCH_TOKENS}).")]
 PrecisionOption = Annotated[Optional[str], typer.Option(help="Model numerics: auto, fp32, bf16, fp16 or int8 (stored in the index).")]
+LayerOption = Annotated[Optional[str], typer.Option(help="Hidden layer to pool: auto or an integer (0 = embeddings, -1 = last).")]
+PoolingOption = Annotated[Optional[str], typer.Option(help="auto, mean, max or cls.")]
+MaxLengthOption = Annotated[Optional[int], typer.Option(help="Token limit (default: the model's).")]
+DeviceOption = Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or mps.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 LockTimeoutOption = Annotated[Optional[float], typer.Option("--lock-timeout", help="Seconds to wait for another writer (default: as long as it takes).")]
 ModelOption = Annotated[Optional[str], typer.Option("--model", help="Model id or directory (default: the bundled all-MiniLM-L6-v2).")]
@@ -99,17 +110,17 @@ PlotOption = Annotated[Optional[Path], typer.Option("--plot", help="Also write a
 @app.command()
 def index(
     source: Annotated[str, typer.Argument(help="A .jsonl/.csv/.tsv/.txt file, a directory of .txt/.md files, a BEIR directory, or - for JSONL on stdin.")],
-    name: Annotated[str, typer.Option("--index", "-i", help="Index name (under --home) or path.")],
+    name: IndexOption,
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML settings file; flags override it.")] = None,
-    model: Annotated[Optional[str], typer.Option(help="Model id or directory (default: the bundled all-MiniLM-L6-v2).")] = None,
-    layer: Annotated[Optional[str], typer.Option(help="Hidden layer to pool: auto or an integer (0 = embeddings, -1 = last).")] = None,
-    pooling: Annotated[Optional[str], typer.Option(help="auto, mean, max or cls.")] = None,
+    model: ModelOption = None,
+    layer: LayerOption = None,
+    pooling: PoolingOption = None,
     text_field: Annotated[Optional[list[str]], typer.Option("--text-field", help="Field to embed (repeatable; joined with spaces).")] = None,
     id_field: Annotated[Optional[str], typer.Option(help="Field holding the document id (default: _id, then id).")] = None,
     batch_size: BatchSizeOption = None,
     batch_tokens: BatchTokensOption = None,
-    max_length: Annotated[Optional[int], typer.Option(help="Token limit (default: the model's).")] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or mps.")] = None,
+    max_length: MaxLengthOption = None,
+    device: DeviceOption = None,
     precision: PrecisionOption = None,
     index_type: Annotated[Optional[str], typer.Option("--index-type", help="A new index's vector structure: auto, flat, ivf, ivfpq or hnsw.")] = None,
     on_error: Annotated[str, typer.Option("--on-error", help="A malformed record: stop, or skip it and report.")] = "stop",
@@ -124,6 +135,7 @@ def index(
     """Embed documents from SOURCE into an index (created if new; changed ids are replaced, unchanged skipped)."""
     if on_error not in ("stop", "skip"):
         raise ConfigError(f"invalid --on-error {on_error!r}: choose stop or skip")
+
     if engine not in ("local", "ray"):
         raise ConfigError(f"invalid --engine {engine!r}: choose local or ray")
     settings = load_settings(
@@ -131,49 +143,41 @@ def index(
         batch_size=batch_size, batch_tokens=batch_tokens, max_length=max_length, device=device, precision=precision,
         index_type=index_type, home=str(home) if home else None,
     )
+    skipped: list[SourceError] = []
+    on_source_error = skipped.append if on_error == "skip" else None
     if engine == "ray":
-        report, skipped, indexed = _index_on_ray(source, name, settings, on_error, lock_timeout, (ray_address, actors, gpus_per_actor, shard_size))
+        cluster = (ray_address, actors, gpus_per_actor, shard_size)
+        report, indexed = _index_on_ray(source, name, settings, on_source_error, lock_timeout, cluster)
     else:
-        skipped = []
-        records = list(read_records(source, settings.text_fields, settings.id_field, skipped.append if on_error == "skip" else None))
-        with Index.open_or_create(name, settings) as target, _progress() as progress:
-            target.lock_timeout = lock_timeout
-            task = progress.add_task(f"Indexing into {target.name}", total=len(records))
-            report = target.add(records, settings.batch_size, settings.batch_tokens, lambda done: progress.advance(task, done))
+        records = read_records(source, settings.source.text_fields, settings.source.id_field, on_source_error)
+        with Index.for_adding(name, settings, lock_timeout) as target, _progress() as progress:
+            task = progress.add_task(f"Indexing into {target.name}", total=None)
+            report = target.add(records, settings.runtime.batch_size, settings.runtime.batch_tokens,
+                                lambda done: progress.advance(task, done))
         indexed = target.name
     say(_summary(report, indexed))
     if skipped:
         say(f"Skipped {len(skipped):,} malformed records; the first: {skipped[0]}", errors)
 
 
-def _index_on_ray(source: str, name: str, settings: Settings, on_error: str, lock_timeout: float | None,
-                  cluster: tuple[str | None, int, float, int]) -> tuple[AddReport, list[SourceError], str]:
+def _index_on_ray(source: str, name: str, settings: Settings, on_error: Callable[[SourceError], None] | None,
+                  lock_timeout: float | None, cluster: tuple[str | None, int, float, int]) -> tuple[AddReport, str]:
     # Imported here, not at the top: Ray is an optional extra and slow to import.
-    from .distributed import RayOptions, SourceFormat, add_source, source_files
+    from .distributed import RayOptions, index_on_ray
 
-    options = RayOptions(*cluster)
-    files = source_files(source)  # a missing or unsupported source is refused before an index is made
-    source_format = SourceFormat(tuple(settings.text_fields), settings.id_field, on_error == "skip")
-    new = not (index_path(name, settings.home) / DOCS_FILE).exists()
-    with Index.open_or_create(name, settings) as target, _progress() as progress:
-        target.lock_timeout = lock_timeout
+    indexed = index_path(name, settings.home).name
+    with _progress() as progress:
         embedded = progress.add_task("Embedded on Ray", total=None)
-        stored = progress.add_task(f"Stored into {target.name}", total=None)
-        try:
-            report, skipped = add_source(target, source, files, source_format, settings, options,
-                                         lambda done: progress.advance(embedded, done), lambda done: progress.advance(stored, done))
-        except SearcherError:
-            # The local path reads its source before it makes an index; a failed first run leaves none behind here either.
-            if new and not len(target):
-                shutil.rmtree(target.path)
-            raise
-        return report, skipped, target.name
+        stored = progress.add_task(f"Stored into {indexed}", total=None)
+        report = index_on_ray(source, name, settings, RayOptions(*cluster), lock_timeout, on_error,
+                              lambda done: progress.advance(embedded, done), lambda done: progress.advance(stored, done))
+    return report, indexed
 
 
 @app.command()
 def delete(
     ids: Annotated[Optional[list[str]], typer.Argument(help="External ids of the documents to delete.")] = None,
-    name: Annotated[str, typer.Option("--index", "-i", help="Index name (under --home) or path.")] = ...,
+    name: IndexOption = ...,
     from_file: Annotated[Optional[Path], typer.Option("--from", help="A file of ids, one per line.")] = None,
     lock_timeout: LockTimeoutOption = None,
     home: HomeOption = None,
@@ -195,7 +199,7 @@ def delete(
 
 @app.command()
 def drop(
-    name: Annotated[str, typer.Argument(help="Index name (under --home) or path.")],
+    name: IndexArgument,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     home: HomeOption = None,
 ) -> None:
@@ -207,11 +211,12 @@ def drop(
 
 @app.command()
 def check(
-    name: Annotated[str, typer.Argument(help="Index name (under --home) or path.")],
+    name: IndexArgument,
     repair: Annotated[bool, typer.Option("--repair", help="Rebuild the derived parts from docs.sqlite first.")] = False,
     home: HomeOption = None,
 ) -> None:
-    """Verify counts, vectors, keyword index and vector file; exit 1 if anything is wrong."""
+    """Verify counts, vectors, keyword index and vector file; exit 1 if anything is wrong (nothing is changed
+    without --repair)."""
     with Index.open(name, home) as target:
         problems = target.check(repair=repair)
         documents = len(target)
@@ -224,7 +229,7 @@ def check(
 
 @app.command()
 def reindex(
-    name: Annotated[str, typer.Argument(help="Index name (under --home) or path.")],
+    name: IndexArgument,
     index_type: Annotated[str, typer.Option("--index-type", help="auto (flat up to 50,000 vectors, then ivfpq), flat, ivf, ivfpq or hnsw.")],
     nprobe: Annotated[Optional[int], typer.Option(help="IVF cells scanned per query (default: 1/16 of them, at least 8).")] = None,
     ef_search: Annotated[Optional[int], typer.Option(help="HNSW search width (default 64).")] = None,
@@ -276,21 +281,21 @@ def _summary(report: AddReport, name: str) -> str:
 @app.command()
 def query(
     text: Annotated[str, typer.Argument(help="The question or text to search for.")],
-    name: Annotated[str, typer.Option("--index", "-i", help="Index name (under --home) or path.")],
+    name: IndexOption,
     k: Annotated[int, typer.Option("-k", "--top-k", min=1, help="Number of results.")] = 10,
     mode: Annotated[str, typer.Option(help="dense (by meaning), keyword (BM25) or hybrid.")] = "dense",
     min_score: Annotated[Optional[float], typer.Option("--min-score", help="Leave out results scoring below this.")] = None,
     filters: Annotated[Optional[str], typer.Option("--filter", help='Only documents whose fields match, as JSON: \'{"product": "billing", "lang": {"in": ["en", "de"]}}\'.')] = None,
     json_output: JsonOption = False,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    device: DeviceOption = None,
     home: HomeOption = None,
 ) -> None:
     """Find the documents that best answer TEXT (dense scores are cosine similarities)."""
-    with Index.open(name, home, device) as source:
+    with Index.open(name, home, device or "auto") as source:
         hits = source.search(text, k, mode, min_score, filters=_json_filter(filters) if filters else None)
-        threshold = source.manifest.get("thresholds", {}).get(mode)
+        threshold = source.manifest.threshold(mode)
     if json_output:
-        _print_json({"query": text, "index": name, "mode": mode, "threshold": threshold, "results": hits_json(hits)})
+        _print_json(search_response(name, text, mode, threshold, hits))
         return
     faq = any(hit.answer is not None for hit in hits)
     columns = ("matched question", "answer") if faq else ("text",)
@@ -342,13 +347,12 @@ def serve(
 
 @app.command()
 def info(
-    name: Annotated[str, typer.Argument(help="Index name (under --home) or path.")],
+    name: IndexArgument,
     json_output: JsonOption = False,
     home: HomeOption = None,
 ) -> None:
     """Show an index's manifest, document count and size on disk."""
-    with Index.open(name, home) as source:
-        details = source.info()
+    details = describe_index(name, home)
     if json_output:
         _print_json(details)
         return
@@ -370,8 +374,7 @@ def list_command(json_output: JsonOption = False, home: HomeOption = None) -> No
     """List the indexes under the home directory."""
     rows = []
     for name in list_indexes(home):
-        with Index.open(name, home) as found:
-            details = found.info()
+        details = describe_index(name, home)
         rows.append({"name": name, "documents": details["documents"], "model": details["manifest"]["model"],
                      "size_bytes": details["size_bytes"], "path": details["path"]})
     if json_output:
@@ -523,10 +526,10 @@ def embed(
     output_format: Annotated[Optional[str], typer.Option("--format", help="npy or jsonl (default: npy for a .npy --out, else jsonl).")] = None,
     name: Annotated[Optional[str], typer.Option("--index", "-i", help="Embed exactly as this index does (its manifest's settings).")] = None,
     model: ModelOption = None,
-    layer: Annotated[Optional[str], typer.Option(help="Hidden layer to pool: auto or an integer.")] = None,
-    pooling: Annotated[Optional[str], typer.Option(help="auto, mean, max or cls.")] = None,
-    max_length: Annotated[Optional[int], typer.Option(help="Token limit (default: the model's).")] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or mps.")] = None,
+    layer: LayerOption = None,
+    pooling: PoolingOption = None,
+    max_length: MaxLengthOption = None,
+    device: DeviceOption = None,
     precision: PrecisionOption = None,
     home: HomeOption = None,
 ) -> None:
@@ -540,17 +543,21 @@ def embed(
     if output_format == "npy" and out is None:
         raise ConfigError("--format npy needs --out FILE.npy")
     if name:
-        embedder = Index.open(name, home, device or "auto").embedder
+        with Index.open(name, home, device or "auto") as source:
+            embedder = source.embedder
     else:
         from .embedder import Embedder  # torch: imported only by the commands that run a model
 
-        settings = Settings().replace(model=model, layer=layer, pooling=pooling, max_length=max_length, device=device, precision=precision)
-        embedder = Embedder.from_settings(settings)
-    tokenized = embedder.tokenize(texts)
-    vectors = embedder.embed_tokenized(tokenized)
+        settings = EmbeddingSettings(model, "auto" if layer is None else layer, pooling or "auto", max_length, precision or "auto")
+        embedder = Embedder(settings, device or "auto")
+    vectors = np.zeros((len(texts), embedder.dimension), dtype=np.float32)
+    truncated = 0
+    for batch in embedder.embed_documents((text, ()) for text in texts):
+        vectors[batch.positions] = batch.vectors
+        truncated += batch.truncated
     _write_vectors(texts, vectors, output_format, out)
-    if tokenized.truncated:
-        say(f"Warning: {tokenized.truncated} text(s) longer than {embedder.max_length} tokens were truncated", errors)
+    if truncated:
+        say(f"Warning: {truncated} text(s) longer than {embedder.max_length} tokens were truncated", errors)
     if out:
         say(f"Wrote {len(texts)} vectors of dimension {embedder.dimension} to {out} "
                       f"({embedder.model_id}, layer {embedder.layer}, {embedder.pooling} pooling, {embedder.precision})")
@@ -578,10 +585,10 @@ def eval_command(
     layer: Annotated[str, typer.Option(help="auto or integers, comma-separated to compare several.")] = "auto",
     pooling: Annotated[str, typer.Option(help="auto, mean, max, cls; comma-separated to compare several.")] = "auto",
     mode: Annotated[str, typer.Option(help="Search modes to score, comma-separated.")] = "dense",
-    max_length: Annotated[Optional[int], typer.Option(help="Token limit (default: the model's).")] = None,
+    max_length: MaxLengthOption = None,
     batch_size: BatchSizeOption = None,
     batch_tokens: BatchTokensOption = None,
-    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or mps.")] = None,
+    device: DeviceOption = None,
     precision: PrecisionOption = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Also write the JSON results to this file.")] = None,
     json_output: JsonOption = False,
@@ -608,8 +615,8 @@ def eval_command(
 @app.command("calibrate")
 def calibrate_command(
     dataset: Annotated[Path, typer.Argument(help="A BEIR directory whose corpus is in the index, with judged queries.")],
-    name: Annotated[str, typer.Option("--index", "-i", help="Index name (under --home) or path.")],
-    precision: Annotated[float, typer.Option(help="Top-1 precision the answered questions must reach.")] = 0.9,
+    name: IndexOption,
+    target_precision: Annotated[float, typer.Option("--target-precision", help="Top-1 precision the answered questions must reach.")] = 0.9,
     split: Annotated[str, typer.Option(help="Which qrels/SPLIT.tsv holds the judgments.")] = "test",
     mode: Annotated[str, typer.Option(help="The search mode to calibrate: dense, keyword or hybrid.")] = "dense",
     home: HomeOption = None,
@@ -619,7 +626,7 @@ def calibrate_command(
     if not isinstance(data, BeirDataset):
         raise ConfigError(f"{dataset}: calibration needs a BEIR directory with judged queries")
     with Index.open(name, home) as target:
-        result = calibrate(target, data, precision, mode)
+        result = calibrate(target, data, target_precision, mode)
     say(
         f"Threshold {result.threshold:.4f} for {mode} search in {name}: top-1 precision {result.precision:.3f} "
         f"on the {result.coverage:.1%} of {result.queries:,} questions scoring at least that; "

@@ -1,4 +1,13 @@
-"""Settings: one frozen dataclass, loaded from defaults, then a TOML file, then flags."""
+"""Settings, in four parts that change for different reasons, loaded from defaults, a TOML file, then flags.
+
+- `EmbeddingSettings`: how text becomes a vector, as asked for ("auto" and None are resolved by the model
+  into the `EmbeddingSpec` an index records);
+- `Runtime`: where and in what batches the work runs (never changes a vector);
+- `SourceFormat`: how input files are read into records;
+- `Settings`: the three above plus the structure of a new index and the home of named indexes.
+
+TOML files and flags name settings flat (`layer = -2`, `--batch-size 8`); `Settings.of` sorts them into parts.
+"""
 
 from __future__ import annotations
 
@@ -19,46 +28,93 @@ BATCH_TOKENS = 16384  # padded tokens per forward pass, at most
 
 
 @dataclasses.dataclass(frozen=True)
-class Settings:
-    """How documents are read and embedded; `configs/default.toml` spells out these defaults."""
+class EmbeddingSettings:
+    """How text becomes a vector, as asked for; "auto" and None let the model decide."""
 
     model: str | None = None  # None: the bundled model, or the one an existing index was built with
     layer: int | str = "auto"
     pooling: str = "auto"
     max_length: int | None = None
-    batch_size: int = BATCH_SIZE
-    batch_tokens: int = BATCH_TOKENS
-    device: str = "auto"
     precision: str = "auto"
-    index_type: str = "auto"  # flat up to 50,000 vectors, then ivfpq
-    text_fields: tuple[str, ...] = ()
-    id_field: str | None = None
-    home: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layer", parse_layer(self.layer))
-        object.__setattr__(self, "text_fields", tuple(self.text_fields))
-        if self.pooling not in POOLINGS:
-            raise ConfigError(f"invalid pooling {self.pooling!r}: choose one of {', '.join(POOLINGS)}")
-        if self.device not in DEVICES:
-            raise ConfigError(f"invalid device {self.device!r}: choose one of {', '.join(DEVICES)}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"invalid precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
-        if self.index_type not in INDEX_TYPES:
-            raise ConfigError(f"invalid index type {self.index_type!r}: choose one of {', '.join(INDEX_TYPES)}")
-        _require_positive("batch_size", self.batch_size)
-        _require_positive("batch_tokens", self.batch_tokens)
+        require_choice("pooling", self.pooling, POOLINGS)
+        require_choice("precision", self.precision, PRECISIONS)
         if self.max_length is not None:
-            _require_positive("max_length", self.max_length)
+            require_positive("max_length", self.max_length)
         if self.model is not None and (not isinstance(self.model, str) or not self.model.strip()):
             raise ConfigError("model must be a non-empty model id or directory")
 
+
+@dataclasses.dataclass(frozen=True)
+class Runtime:
+    """Where and in what batches the model runs; none of it changes a vector."""
+
+    device: str = "auto"
+    batch_size: int = BATCH_SIZE
+    batch_tokens: int = BATCH_TOKENS
+
+    def __post_init__(self) -> None:
+        require_choice("device", self.device, DEVICES)
+        require_positive("batch_size", self.batch_size)
+        require_positive("batch_tokens", self.batch_tokens)
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceFormat:
+    """Which fields of an input record hold the text to embed and the document id (empty/None: guessed)."""
+
+    text_fields: tuple[str, ...] = ()
+    id_field: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "text_fields", tuple(self.text_fields))
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything `searcher index` can be told; `configs/default.toml` spells out the defaults."""
+
+    embedding: EmbeddingSettings = dataclasses.field(default_factory=EmbeddingSettings)
+    runtime: Runtime = dataclasses.field(default_factory=Runtime)
+    source: SourceFormat = dataclasses.field(default_factory=SourceFormat)
+    index_type: str = "auto"  # a new index's vector structure: flat up to 50,000 vectors, then ivfpq
+    home: str | None = None
+
+    def __post_init__(self) -> None:
+        require_choice("index type", self.index_type, INDEX_TYPES)
+
+    @classmethod
+    def of(cls, **values: Any) -> Settings:
+        """Settings from flat names (those of a TOML file); an unknown name is refused, naming the valid ones."""
+        unknown = sorted(set(values) - set(SETTING_NAMES))
+        if unknown:
+            raise ConfigError(f"unknown setting {', '.join(unknown)}; valid settings: {', '.join(SETTING_NAMES)}")
+        parts = {
+            part: kind(**{name: values[name] for name in _names(kind) if name in values})
+            for part, kind in PARTS.items()
+        }
+        return cls(**parts, **{name: values[name] for name in ("index_type", "home") if name in values})
+
+    def flat(self) -> dict[str, Any]:
+        """Every setting by its flat name."""
+        values = {name: getattr(getattr(self, part), name) for part, kind in PARTS.items() for name in _names(kind)}
+        return values | {"index_type": self.index_type, "home": self.home}
+
     def replace(self, **changes: Any) -> Settings:
-        """A copy with the given values changed; None means "keep the current value"."""
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+        """A copy with the given flat-named values changed; None means "keep the current value"."""
+        return Settings.of(**(self.flat() | {key: value for key, value in changes.items() if value is not None}))
 
 
-SETTING_NAMES = tuple(field.name for field in dataclasses.fields(Settings))
+PARTS = {"embedding": EmbeddingSettings, "runtime": Runtime, "source": SourceFormat}
+
+
+def _names(kind: type) -> tuple[str, ...]:
+    return tuple(field.name for field in dataclasses.fields(kind))
+
+
+SETTING_NAMES = (*(name for kind in PARTS.values() for name in _names(kind)), "index_type", "home")
 
 
 def parse_layer(value: int | str) -> int | str:
@@ -73,7 +129,12 @@ def parse_layer(value: int | str) -> int | str:
         raise ConfigError(f"invalid layer {value!r}: use 'auto' or an integer such as -1 or -2") from None
 
 
-def _require_positive(name: str, value: object) -> None:
+def require_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"invalid {name} {value!r}: choose one of {', '.join(choices)}")
+
+
+def require_positive(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{name} must be a positive integer, got {value!r}")
 
@@ -82,7 +143,7 @@ def load_settings(config_file: str | Path | None = None, **flags: Any) -> Settin
     """Defaults, overridden by CONFIG_FILE's keys, overridden by every flag that is not None."""
     values = read_config_file(config_file) if config_file else {}
     try:
-        settings = Settings(**values)
+        settings = Settings.of(**values)
     except TypeError as error:  # a value of the wrong type that __post_init__ could not name
         raise ConfigError(f"{config_file}: {error}") from None
     return settings.replace(**flags)
@@ -101,7 +162,5 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: invalid TOML: {error}") from None
     unknown = sorted(set(values) - set(SETTING_NAMES))
     if unknown:
-        raise ConfigError(
-            f"{path}: unknown setting {', '.join(unknown)}; valid settings: {', '.join(SETTING_NAMES)}"
-        )
+        raise ConfigError(f"{path}: unknown setting {', '.join(unknown)}; valid settings: {', '.join(SETTING_NAMES)}")
     return values

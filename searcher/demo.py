@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import SourceError
-from .index import Hit, Index
+from .index import Index
+from .search import Hit
 from .sources import read_records
 
 # A wheel carries the examples inside the package; an editable install reads them from the checkout.
@@ -45,8 +46,7 @@ def run_demo(home: str | Path) -> list[DemoAnswer]:
     faq_questions = {entry["id"]: entry["question"] for entry in read_jsonl(faq_file)}
     with Index.create("faq", home=home) as index:
         index.add(read_records(faq_file))
-        answers = []
-        for entry in read_jsonl(example_file("demo_questions.jsonl")):
-            hit = index.search(entry["question"], k=1)[0]
-            answers.append(DemoAnswer(entry["question"], entry["expected"], hit, faq_questions[hit.id]))
-    return answers
+        questions = read_jsonl(example_file("demo_questions.jsonl"))
+        hits = index.search_many([entry["question"] for entry in questions], k=1)
+    return [DemoAnswer(entry["question"], entry["expected"], found[0], faq_questions[found[0].id])
+            for entry, found in zip(questions, hits)]

@@ -21,18 +21,20 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .config import Settings
+from .config import Runtime, Settings, SourceFormat
 from .embedder import EmbeddedDocuments, Embedder
 from .errors import ConfigError, ModelMismatchError, SearcherError, SourceError
-from .index import EMBEDDING_KEYS, PRE_PRECISION_MANIFEST, AddReport, Index, latest_documents
-from .sources import DIRECTORY_SUFFIXES, FILE_FORMATS, Record, check_file_format, read_records, read_rows, read_stream
+from .index import Index
+from .manifest import EmbeddingSpec
+from .sources import DIRECTORY_SUFFIXES, FILE_FORMATS, OnError, Record, check_file_format, read_records, read_rows, read_stream
 from .store import content_hash, document_key, fields_json
+from .writes import AddReport, latest_documents
 
 try:
     import pyarrow as pa
@@ -65,20 +67,43 @@ class RayOptions:
 
 
 @dataclass(frozen=True)
-class SourceFormat:
+class ReadOptions:
     """How the read tasks parse the source: the local path's options."""
 
-    text_fields: tuple[str, ...] = ()
-    id_field: str | None = None
+    source_format: SourceFormat = field(default_factory=SourceFormat)
     skip_errors: bool = False
+
+
+def index_on_ray(
+    source: str,
+    name: str,
+    settings: Settings,
+    options: RayOptions,
+    lock_timeout: float | None = None,
+    on_error: OnError = None,
+    on_embedded: Callable[[int], None] | None = None,
+    on_stored: Callable[[int], None] | None = None,
+) -> AddReport:
+    """`searcher index --engine ray`: SOURCE into the index NAME (created if new) on a Ray cluster.
+
+    A malformed source is refused before an index is created, and a failed first run leaves none behind.
+    Malformed records stop the run, or with ON_ERROR are handed to it and skipped, as on the local path.
+    """
+    files = source_files(source)
+    read = ReadOptions(settings.source, skip_errors=on_error is not None)
+    with Index.for_adding(name, settings, lock_timeout) as index:
+        report, skipped = add_source(index, source, files, read, settings.runtime, options, on_embedded, on_stored)
+    for error in skipped:
+        on_error(error)  # type: ignore[misc]  # skipped is empty without ON_ERROR
+    return report
 
 
 def add_source(
     index: Index,
     source: str,
     files: list[str],
-    source_format: SourceFormat,
-    settings: Settings,
+    read: ReadOptions,
+    runtime: Runtime,
     options: RayOptions,
     on_embedded: Callable[[int], None] | None = None,
     on_stored: Callable[[int], None] | None = None,
@@ -89,7 +114,7 @@ def add_source(
     """
     started = time.perf_counter()
     staging = index.path / STAGING_DIR
-    dimension = index.manifest["dimension"]
+    dimension = index.manifest.dimension
     with index.writing():  # one run stages into an index at a time
         staging.mkdir(exist_ok=True)
         for partial in staging.glob(".*.partial"):  # cut short by a crash while being written
@@ -102,7 +127,7 @@ def add_source(
                 raise ConfigError(f"--gpus-per-actor {options.gpus_per_actor:g}, but the Ray cluster has {gpus:g} GPUs")
             tally = dict.fromkeys(READ_COUNTS, 0)
             skipped: list[SourceError] = []
-            shards = _embedded_shards(index, files, source_format, settings, options, staging)
+            shards = _embedded_shards(index, files, read, runtime, options, staging)
             report = index.add_embedded(_staged_shards(_arrivals(shards, tally, skipped, on_embedded), dimension), on_stored)
     if not tally["read"] and not skipped and not leftover.documents:
         raise SourceError(f"{source}: no documents found")
@@ -156,43 +181,52 @@ def _filesystem(source: str) -> tuple[Any, str]:
 
 
 def _embedded_shards(
-    index: Index, files: list[str], source_format: SourceFormat, settings: Settings, options: RayOptions, staging: Path
+    index: Index, files: list[str], read: ReadOptions, runtime: Runtime, options: RayOptions, staging: Path
 ) -> Iterator[dict[str, Any]]:
     """Rows coming back from the actors, one per shard, in source order."""
-    manifest = PRE_PRECISION_MANIFEST | index.manifest
-    embedding = {key: manifest[key] for key in EMBEDDING_KEYS} | {"device": "cuda" if options.gpus_per_actor else "cpu"}
+    reading = {"read": read, "stored": ray.put(index.stored_keys()), "shard_documents": options.shard_documents}
+    embed = {"spec": index.manifest.spec, "device": "cuda" if options.gpus_per_actor else "cpu",
+             "batch_size": runtime.batch_size, "batch_tokens": runtime.batch_tokens, "staging": str(staging)}
+    with _data_context():
+        dataset = ray.data.from_items([{"number": i, "path": path} for i, path in enumerate(files)], override_num_blocks=len(files))
+        # One shard per block, so that the actors share the shards of one file rather than one actor taking them all.
+        shards = dataset.flat_map(_read_shards, fn_kwargs=reading).repartition(target_num_rows_per_block=1).map(
+            _EmbedActor, fn_constructor_kwargs=embed, concurrency=(1, options.actors), num_gpus=options.gpus_per_actor
+        )
+        try:
+            yield from shards.iter_rows()
+        except Exception as error:  # Ray wraps what a task raised; a user's mistake keeps its own message
+            raise _searcher_error(error) or error from None
+
+
+@contextmanager
+def _data_context() -> Iterator[None]:
+    """Ray Data's settings for this run, the caller's restored after it."""
     context = ray.data.DataContext.get_current()
+    before = (context.enable_progress_bars, context.execution_options.preserve_order)
     context.enable_progress_bars = False
     context.execution_options.preserve_order = True  # the last of repeated ids wins, as on the local path
-    read = {"source_format": source_format, "stored": ray.put(index.stored_keys()), "shard_documents": options.shard_documents}
-    embed = {"embedding": embedding, "fingerprint": manifest["fingerprint"], "batch_size": settings.batch_size,
-             "batch_tokens": settings.batch_tokens, "staging": str(staging)}
-    dataset = ray.data.from_items([{"number": i, "path": path} for i, path in enumerate(files)], override_num_blocks=len(files))
-    # One shard per block, so that the actors share the shards of one file rather than one actor taking them all.
-    shards = dataset.flat_map(_read_shards, fn_kwargs=read).repartition(target_num_rows_per_block=1).map(
-        _EmbedActor, fn_constructor_kwargs=embed, concurrency=(1, options.actors), num_gpus=options.gpus_per_actor
-    )
     try:
-        yield from shards.iter_rows()
-    except Exception as error:  # Ray wraps what a task raised; a user's mistake keeps its own message
-        raise _searcher_error(error) or error from None
+        yield
+    finally:
+        context.enable_progress_bars, context.execution_options.preserve_order = before
 
 
-def _read_shards(row: dict[str, Any], source_format: SourceFormat, stored: Any, shard_documents: int) -> Iterator[dict[str, Any]]:
+def _read_shards(row: dict[str, Any], read: ReadOptions, stored: Any, shard_documents: int) -> Iterator[dict[str, Any]]:
     """Parse one source file with the local path's reader; the documents not stored yet, in shards.
 
     STORED is an object reference to the index's sorted document keys: every node maps one shared copy.
     """
     stored = ray.get(stored)
     errors: list[str] = []
-    on_error = (lambda error: errors.append(str(error))) if source_format.skip_errors else None
-    documents, read, empty = latest_documents(_file_records(row["path"], source_format, on_error))
+    on_error = (lambda error: errors.append(str(error))) if read.skip_errors else None
+    documents, received, empty = latest_documents(_file_records(row["path"], read.source_format, on_error))
     keys = np.array([document_key(d.id, content_hash(d.text, d.phrasings), fields_json(d.fields), 1 + len(d.phrasings))
                      for d in documents], dtype=np.int64)
     positions = np.searchsorted(stored, keys).clip(max=max(len(stored) - 1, 0))
     is_stored = (stored[positions] == keys) if len(stored) else np.zeros(len(keys), dtype=bool)
     pending = [document for document, known in zip(documents, is_stored) if not known]
-    counts = {"read": read, "empty": empty, "duplicates": read - len(documents) - empty, "unchanged": int(is_stored.sum())}
+    counts = {"read": received, "empty": empty, "duplicates": received - len(documents) - empty, "unchanged": int(is_stored.sum())}
     for start in range(0, max(len(pending), 1), shard_documents):
         chunk = pending[start:start + shard_documents]
         yield {"shard": f"{row['number']:06d}-{start // shard_documents:06d}", "errors": errors if start == 0 else [],
@@ -226,9 +260,9 @@ def _parquet_records(filesystem: Any, location: str, name: str, source_format: S
 class _EmbedActor:
     """One model per actor, loaded once; embeds a shard as the local path would and stages it as Parquet."""
 
-    def __init__(self, embedding: dict[str, Any], fingerprint: str, batch_size: int, batch_tokens: int, staging: str) -> None:
-        self.embedder = Embedder(**embedding)
-        if self.embedder.fingerprint != fingerprint:
+    def __init__(self, spec: EmbeddingSpec, device: str, batch_size: int, batch_tokens: int, staging: str) -> None:
+        self.embedder = Embedder(spec.settings(), device)
+        if self.embedder.spec != spec:
             raise ModelMismatchError(f"the model on this Ray worker ({self.embedder.model_dir}) differs from the index's")
         self.batch_size, self.batch_tokens, self.staging = batch_size, batch_tokens, Path(staging)
 

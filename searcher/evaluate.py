@@ -21,7 +21,9 @@ import numpy as np
 
 from .config import Settings
 from .errors import CalibrationError, ConfigError, SourceError
-from .index import SEARCH_MODES, Index
+from .manifest import EmbeddingSpec
+from .index import Index
+from .search import SEARCH_MODES
 from .sources import read_records
 
 RETRIEVAL_DEPTH = 100  # enough for recall@100; nDCG/MRR/top-1 look at the first 10
@@ -124,7 +126,7 @@ def evaluate(
     results = []
     for settings in configs:
         if progress:
-            progress(f"{dataset.name}: layer {settings.layer}, pooling {settings.pooling}")
+            progress(f"{dataset.name}: layer {settings.embedding.layer}, pooling {settings.embedding.pooling}")
         if isinstance(dataset, StsDataset):
             results.append(evaluate_sts(dataset, settings))
         else:
@@ -134,29 +136,25 @@ def evaluate(
 
 def evaluate_retrieval(dataset: BeirDataset, settings: Settings, modes: Sequence[str]) -> list[dict[str, Any]]:
     """Index the corpus into a temporary index, then run every judged query in each mode."""
-    with tempfile.TemporaryDirectory(prefix="searcher-eval-") as home:
+    with tempfile.TemporaryDirectory(prefix="searcher-eval-") as home, Index.create("eval", settings, home=home) as index:
         started = time.perf_counter()
-        index = Index.create("eval", settings, home=home)
-        report = index.add(read_records(dataset.path), settings.batch_size, settings.batch_tokens)
+        report = index.add(read_records(dataset.path), settings.runtime.batch_size, settings.runtime.batch_tokens)
         indexed = time.perf_counter()
         results = []
         for mode in modes:
             started_queries = time.perf_counter()
-            rankings = {
-                query_id: [hit.id for hit in index.search(text, RETRIEVAL_DEPTH, mode=mode)]
-                for query_id, text in dataset.queries.items()
-            }
+            hits = index.search_many(list(dataset.queries.values()), RETRIEVAL_DEPTH, mode=mode)
+            rankings = {query_id: [hit.id for hit in found] for query_id, found in zip(dataset.queries, hits)}
             searched = time.perf_counter() - started_queries
             results.append({
                 "dataset": dataset.name,
-                "config": _config(index.manifest) | {"mode": mode},
+                "config": _config(index.manifest.spec) | {"mode": mode},
                 **retrieval_metrics(rankings, dataset.qrels),
                 "queries": len(dataset.queries),
                 "docs": len(index),
                 "truncated": report.truncated,
                 "seconds": {"index": round(indexed - started, 2), "queries": round(searched, 2)},
             })
-        index.close()
     return results
 
 
@@ -168,15 +166,15 @@ def evaluate_sts(dataset: StsDataset, settings: Settings) -> dict[str, Any]:
     from .embedder import Embedder
 
     started = time.perf_counter()
-    embedder = Embedder.from_settings(settings)
-    first = embedder.embed([a for a, _, _ in dataset.pairs], settings.batch_size, settings.batch_tokens)
-    second = embedder.embed([b for _, b, _ in dataset.pairs], settings.batch_size, settings.batch_tokens)
+    embedder = Embedder(settings.embedding, settings.runtime.device)
+    batches = settings.runtime.batch_size, settings.runtime.batch_tokens
+    first = embedder.embed([a for a, _, _ in dataset.pairs], *batches)
+    second = embedder.embed([b for _, b, _ in dataset.pairs], *batches)
     similarity = (first * second).sum(axis=1)
     gold = np.array([score for _, _, score in dataset.pairs])
     return {
         "dataset": dataset.name,
-        "config": {"model": embedder.model_id, "layer": embedder.layer, "pooling": embedder.pooling,
-                   "max_length": embedder.max_length, "precision": embedder.precision},
+        "config": _config(embedder.spec),
         "spearman": float(spearmanr(similarity, gold).statistic),
         "pearson": float(pearsonr(similarity, gold).statistic),
         "pairs": len(dataset.pairs),
@@ -184,8 +182,9 @@ def evaluate_sts(dataset: StsDataset, settings: Settings) -> dict[str, Any]:
     }
 
 
-def _config(manifest: dict[str, Any]) -> dict[str, Any]:
-    return {key: manifest[key] for key in ("model", "layer", "pooling", "max_length", "precision")}
+def _config(spec: EmbeddingSpec) -> dict[str, Any]:
+    """The spec without its fingerprint, as results report their configuration."""
+    return {key: value for key, value in spec.as_dict().items() if key != "fingerprint"}
 
 
 
@@ -211,8 +210,7 @@ def calibrate(index: Index, dataset: BeirDataset, target: float, mode: str = "de
     if not 0 < target <= 1:
         raise ConfigError(f"precision must be between 0 and 1, got {target}")
     outcomes = []
-    for query_id, text in dataset.queries.items():
-        best = index.search(text, 1, mode)
+    for query_id, best in zip(dataset.queries, index.search_many(list(dataset.queries.values()), 1, mode)):
         outcomes.append((best[0].score, best[0].id in dataset.qrels[query_id]) if best else (float("-inf"), False))
     threshold, precision, coverage = choose_threshold(outcomes, target)
     calibration = Calibration(mode, threshold, target, precision, coverage, len(outcomes))

@@ -200,9 +200,10 @@ class Inspector:
 @functools.lru_cache(maxsize=2)
 def inspector(model: str | None = None, device: str = "auto") -> Inspector:
     """A shared Inspector per model, so the module-level functions load each model once."""
+    from .config import EmbeddingSettings
     from .embedder import Embedder  # torch is imported only when a model is loaded
 
-    return Inspector(Embedder(model, device=device))
+    return Inspector(Embedder(EmbeddingSettings(model=model), device))
 
 
 def tokens(text: str, pair: str | None = None, model: str | None = None) -> TokenView:

@@ -33,7 +33,9 @@ from .errors import (
     ConfigError, EmptyQueryError, IndexLockedError, IndexNotFoundError, InputTooLongError, InvalidFilterError,
     SearcherError, SourceError,
 )
-from .index import SEARCH_MODES, Index, existing_index_path, hits_json
+from .index import Index
+from .paths import existing_index_path
+from .search import SEARCH_MODES, search_response
 from .sources import Record
 
 log = logging.getLogger("searcher")
@@ -226,13 +228,13 @@ def create_app(config: ServerConfig) -> FastAPI:
     async def search(request: SearchRequest) -> dict[str, Any]:
         """The K best documents for one query, as `searcher query --json` gives them."""
         served = indexes.get(request.index)
-        return await served.read(lambda index: _search(index, request, request.query))
+        return (await served.read(lambda index: _search(index, request, [request.query])))[0]
 
     @app.post("/v1/search/batch", tags=["search"])
     async def search_batch(request: BatchSearchRequest) -> dict[str, Any]:
         """Several queries against one index, answered in order."""
         served = indexes.get(request.index)
-        return {"results": await served.read(lambda index: [_search(index, request, query) for query in request.queries])}
+        return {"results": await served.read(lambda index: _search(index, request, request.queries))}
 
     @app.put("/v1/indexes/{name}/documents", tags=["documents"])
     async def upsert(name: str, request: UpsertRequest) -> dict[str, Any]:
@@ -272,15 +274,28 @@ def run(config: ServerConfig, host: str, port: int, workers: int) -> None:
     import uvicorn
 
     config.check()  # fail here, with one message, rather than in each worker
+    options = {"host": host, "port": port, "log_level": "warning", "server_header": False}
+    if workers == 1:
+        uvicorn.run(create_app(config), **options)
+        return
+    # Worker processes import the app by name and inherit the environment: the one way to hand them the
+    # settings. The variable is set for as long as they run, and only in this process and its children.
+    previous = os.environ.get(CONFIG_VARIABLE)
     os.environ[CONFIG_VARIABLE] = config.to_environment()
-    uvicorn.run("searcher.server:app_from_environment", factory=True, host=host, port=port, workers=workers,
-                log_level="warning", server_header=False)
+    try:
+        uvicorn.run("searcher.server:app_from_environment", factory=True, workers=workers, **options)
+    finally:
+        if previous is None:
+            os.environ.pop(CONFIG_VARIABLE, None)
+        else:
+            os.environ[CONFIG_VARIABLE] = previous
 
 
-def _search(index: Index, options: SearchOptions, query: str) -> dict[str, Any]:
-    hits = index.search(query, options.k, options.mode, options.min_score, filters=options.filter)
-    threshold = index.manifest.get("thresholds", {}).get(options.mode)
-    return {"query": query, "index": index.name, "mode": options.mode, "threshold": threshold, "results": hits_json(hits)}
+def _search(index: Index, options: SearchOptions, queries: list[str]) -> list[dict[str, Any]]:
+    """QUERIES answered as `searcher query --json` answers one, embedded in one forward pass."""
+    found = index.search_many(queries, options.k, options.mode, options.min_score, filters=options.filter)
+    threshold = index.manifest.threshold(options.mode)
+    return [search_response(index.name, query, options.mode, threshold, hits) for query, hits in zip(queries, found)]
 
 
 def _add_error_handlers(app: FastAPI) -> None:

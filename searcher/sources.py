@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from . import faq
 from .errors import SourceError
 
 DEFAULT_ID_FIELDS = ("_id", "id")
-FAQ_ALTERNATIVES = "alternatives"
 DIRECTORY_SUFFIXES = (".txt", ".md")
 FILE_FORMATS = (".jsonl", ".ndjson", ".csv", ".tsv", ".txt")
 OnError = Callable[[SourceError], None] | None
@@ -171,17 +171,16 @@ def make_record(
 ) -> Record:
     """A Record from one row: its id field, its text fields joined, every other field as metadata.
 
-    A FAQ row (question, answer, optional list of alternative phrasings) keeps question and answer as
-    fields too, so a hit can show the matched question and return the answer.
+    A FAQ entry (question, answer, optional list of alternative phrasings) keeps question and answer as
+    fields too (see `faq`).
     """
     id_key = _id_key(row, location, id_field)
     text_keys = _text_keys(row, location, text_fields)
     parts = [_text_value(row[key], location, key) for key in text_keys]
     record_id = fallback_id if id_key is None else _id_value(row[id_key], location, id_key)
     text = " ".join(part for part in parts if part)
-    if not text_fields and "question" in text_keys:
-        fields = {key: value for key, value in row.items() if key not in (id_key, FAQ_ALTERNATIVES)}
-        return Record(record_id, text, fields, _alternatives(row.get(FAQ_ALTERNATIVES), location))
+    if not text_fields and faq.is_entry(text_keys):
+        return Record(record_id, text, faq.entry_fields(row, id_key), _alternatives(row.get(faq.ALTERNATIVES), location))
     fields = {key: value for key, value in row.items() if key != id_key and key not in text_keys}
     return Record(id=record_id, text=text, fields=fields)
 
@@ -190,7 +189,7 @@ def _alternatives(value: Any, location: str) -> tuple[str, ...]:
     if value is None:
         return ()
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise SourceError(f"{location}: {FAQ_ALTERNATIVES!r} must be a list of strings")
+        raise SourceError(f"{location}: {faq.ALTERNATIVES!r} must be a list of strings")
     return tuple(dict.fromkeys(item.strip() for item in value if item.strip()))
 
 
@@ -216,7 +215,7 @@ def _text_keys(row: dict[str, Any], location: str, text_fields: Sequence[str]) -
         if not keys:
             raise SourceError(f"{location}: none of the text fields {', '.join(text_fields)} (fields: {', '.join(row)})")
         return keys
-    for candidate in (("title", "text"), ("text",), ("question", "answer"), ("question",), ("answer",)):
+    for candidate in (("title", "text"), ("text",), *faq.TEXT_FIELD_CHOICES):
         if all(key in row for key in candidate):
             return list(candidate)
     raise SourceError(f"{location}: no text, title+text or question/answer field; name one with --text-field (fields: {', '.join(row) or 'none'})")

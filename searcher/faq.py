@@ -1,0 +1,34 @@
+"""FAQ entries: a question, its answer and other wordings of the question. The one module that knows them.
+
+Indexing embeds a FAQ entry's question and answer as its text and each alternative wording on its own, and
+keeps question and answer as fields; a hit then shows the wording that matched and returns the answer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+QUESTION = "question"
+ANSWER = "answer"
+ALTERNATIVES = "alternatives"
+# The fields a FAQ entry's text is taken from, most complete first.
+TEXT_FIELD_CHOICES = ((QUESTION, ANSWER), (QUESTION,), (ANSWER,))
+
+
+def is_entry(text_keys: list[str]) -> bool:
+    """Whether a row whose text comes from TEXT_KEYS is a FAQ entry."""
+    return QUESTION in text_keys
+
+
+def entry_fields(row: dict[str, Any], id_key: str | None) -> dict[str, Any]:
+    """The fields a FAQ entry keeps: question and answer among them, the alternative wordings not."""
+    return {key: value for key, value in row.items() if key not in (id_key, ALTERNATIVES)}
+
+
+def matched_question(fields: dict[str, Any], matched: str | None) -> str | None:
+    """The wording of a FAQ entry's question that matched (MATCHED, else its question); None for other documents."""
+    return matched or fields.get(QUESTION)
+
+
+def answer(fields: dict[str, Any]) -> str | None:
+    return fields.get(ANSWER)

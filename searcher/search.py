@@ -1,0 +1,185 @@
+"""Ranking: dense, keyword and hybrid search over one index's store and vectors, given the query's vector.
+
+The model is not here: `Index.search_many` embeds every query in one forward pass, then ranks each one
+with a `Ranker`. Scores are cosine similarities (dense), BM25 (keyword) or cosine plus a weighted share of
+the query's best BM25 score (hybrid). Results are documents, each scored by its best-matching vector.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import faq
+from .errors import ConfigError, EmptyQueryError
+from .store import DocumentStore
+from .vectors import VectorIndex
+
+SEARCH_MODES = ("dense", "keyword", "hybrid")
+HYBRID_DEPTH = 100  # candidates taken from each side before fusion
+KEYWORD_SCAN_FACTOR = 10
+# A filter passing at most this many documents is searched exactly over their stored vectors.
+FILTER_EXACT_LIMIT = 20_000
+# Weight of the relative BM25 score in hybrid mode, chosen on SciFact train and a Banking77 train-only dev split
+# (benchmarks/tune_hybrid.py): +0.070 nDCG@10 on the first, -0.001 on the second.
+KEYWORD_WEIGHT = 0.2
+
+# Document rowid -> (score, the alternative phrasing that scored it, or None for the document's text).
+Scored = dict[int, tuple[float, str | None]]
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result: the document's external id, score, text and metadata."""
+
+    id: str
+    score: float
+    text: str
+    fields: dict[str, Any] = field(default_factory=dict)
+    matched: str | None = None  # the alternative phrasing that matched best, if not the document's text
+    below_threshold: bool = False  # under the index's calibrated "good match" threshold
+
+    @property
+    def question(self) -> str | None:
+        """For a FAQ entry, the wording of its question that matched; None for other documents."""
+        return faq.matched_question(self.fields, self.matched)
+
+    @property
+    def answer(self) -> str | None:
+        """For a FAQ entry, its answer; None for other documents."""
+        return faq.answer(self.fields)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"id": self.id, "score": self.score, "text": self.text, "fields": self.fields, "matched": self.question,
+                "answer": self.answer, "below_threshold": self.below_threshold}
+
+
+def search_response(index: str, query: str, mode: str, threshold: float | None, hits: list[Hit]) -> dict[str, Any]:
+    """One query's answer as `searcher query --json` and the HTTP API give it, hits ranked from 1."""
+    results = [{"rank": rank, **hit.as_json()} for rank, hit in enumerate(hits, start=1)]
+    return {"query": query, "index": index, "mode": mode, "threshold": threshold, "results": results}
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """How to search: K results, MODE, a score floor, the hybrid keyword weight, metadata FILTERS."""
+
+    k: int = 10
+    mode: str = "dense"
+    min_score: float | None = None
+    keyword_weight: float = KEYWORD_WEIGHT
+    filters: dict[str, Any] | None = None  # {field: value} or {field: {"in": [values]}}, see `store.filter_sql`
+
+    def __post_init__(self) -> None:
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
+            raise ConfigError(f"k must be a positive integer, got {self.k!r}")
+        if self.mode not in SEARCH_MODES:
+            raise ConfigError(f"invalid mode {self.mode!r}: choose one of {', '.join(SEARCH_MODES)}")
+
+    @property
+    def needs_vector(self) -> bool:
+        return self.mode != "keyword"
+
+
+def check_query(text: str) -> None:
+    if not text or not text.strip():
+        raise EmptyQueryError("empty query: give some text to search for")
+
+
+class Ranker:
+    """Ranks the documents of one store for a query, with its vectors in VECTORS."""
+
+    def __init__(self, store: DocumentStore, vectors: VectorIndex) -> None:
+        self._store = store
+        self._vectors = vectors
+
+    def rank(self, text: str, vector: np.ndarray | None, options: SearchOptions) -> list[tuple[int, float, str | None]]:
+        """(document rowid, score, matched phrasing) of the best documents for TEXT (whose VECTOR is given for
+        dense and hybrid), best first.
+
+        FILTERS never cost recall: a selective filter is searched exactly over its documents, a broad one by
+        fetching past the documents it leaves out.
+        """
+        k, filters = options.k, options.filters
+        # Keyword search filters inside its own SQL; the vector side needs the passing documents' rowids.
+        allowed = self._store.matching_documents(filters) if filters and options.needs_vector else None
+        if options.mode == "keyword":
+            scored = {rowid: (score, None) for rowid, score in self._store.keyword_search(text, k, filters)}
+        elif vector is None or not len(self._vectors) or allowed == set():
+            scored = {}
+        elif options.mode == "dense":
+            scored = self.dense(vector, k, allowed)
+        else:
+            scored = self.hybrid(text, vector, k, options.keyword_weight, filters, allowed)
+        ranked = sorted(scored.items(), key=lambda item: -item[1][0])[:k]
+        return [(rowid, score, phrasing) for rowid, (score, phrasing) in ranked
+                if options.min_score is None or score >= options.min_score]
+
+    def dense(self, vector: np.ndarray, k: int, allowed: set[int] | None = None) -> Scored:
+        """Best (cosine, phrasing) of the K nearest documents, only ALLOWED ones if given.
+
+        Documents with several phrasings, and filters, need a deeper look than K vectors.
+        """
+        if allowed is not None and len(allowed) <= FILTER_EXACT_LIMIT:
+            return dict(sorted(self.score_documents(vector, allowed).items(), key=lambda item: -item[1][0])[:k])
+        total = len(self._vectors)
+        share = 1 if allowed is None else -(-self._store.count() // len(allowed))  # expect the filter's share
+        fetch = min(total, k * share)
+        while True:
+            matches = self._vectors.search(vector, fetch, self._exact_vectors)
+            owners = self._store.vector_owners([vector_id for vector_id, _ in matches])
+            best: Scored = {}
+            for vector_id, score in matches:
+                if vector_id in owners:  # else replaced by a writer since the vectors were loaded
+                    document, phrasing = owners[vector_id]
+                    if allowed is None or document in allowed:
+                        best.setdefault(document, (score, phrasing))
+            if len(best) >= k or fetch >= total:
+                return best
+            fetch = min(fetch * 4, total)
+
+    def hybrid(
+        self, text: str, vector: np.ndarray, k: int, keyword_weight: float, filters: dict[str, Any] | None,
+        allowed: set[int] | None,
+    ) -> Scored:
+        """Dense and BM25 candidates, each scored exactly on both sides, then combined."""
+        depth = max(k, HYBRID_DEPTH)
+        dense = self.dense(vector, depth, allowed)
+        # BM25 scores well past the keyword top `depth`, so dense candidates get theirs from the same query;
+        # a document outside the scan scores far below the best and counts as 0.
+        keyword_ranked = self._store.keyword_search(text, depth * KEYWORD_SCAN_FACTOR, filters)
+        keyword = dict(keyword_ranked)
+        keyword_only = [rowid for rowid, _ in keyword_ranked[:depth] if rowid not in dense]
+        if keyword_only:
+            dense |= self.score_documents(vector, keyword_only)
+        best_keyword = keyword_ranked[0][1] if keyword_ranked else 1.0
+        return {
+            rowid: (cosine + keyword_weight * keyword.get(rowid, 0.0) / best_keyword, phrasing)
+            for rowid, (cosine, phrasing) in dense.items()
+        }
+
+    def score_documents(self, vector: np.ndarray, documents: Iterable[int]) -> Scored:
+        """Exact (cosine, phrasing) of each of DOCUMENTS, from its best-matching stored vector."""
+        owners, vectors = self._store.document_vectors(list(documents), self._vectors.dimension)
+        best: Scored = {}
+        for (document, phrasing), score in sorted(zip(owners, vectors @ vector), key=lambda item: -item[1]):
+            best.setdefault(document, (float(score), phrasing))
+        return best
+
+    def _exact_vectors(self, vector_ids: np.ndarray) -> np.ndarray:
+        return self._store.vectors_by_id(vector_ids.tolist(), self._vectors.dimension)
+
+    def hits(self, ranked: list[tuple[int, float, str | None]], threshold: float | None) -> list[Hit]:
+        """RANKED documents as hits, marked `below_threshold` under THRESHOLD."""
+        documents = self._store.documents([rowid for rowid, _, _ in ranked])
+        return [
+            Hit(
+                id=documents[rowid].id, score=score, text=documents[rowid].text, fields=documents[rowid].fields,
+                matched=phrasing, below_threshold=threshold is not None and score < threshold,
+            )
+            for rowid, score, phrasing in ranked
+            if rowid in documents  # deleted by a writer since the vectors were loaded
+        ]

@@ -1,0 +1,177 @@
+"""Writing documents: which records to embed, store or leave alone, and storing them with their vectors.
+
+Records arrive in chunks; each chunk is planned against what is stored (new, changed, fields-only,
+unchanged), and each batch of embedded documents is committed to SQLite in one transaction together with
+its vectors, so an interrupted run leaves only complete documents. The FAISS structure is changed after
+each commit and saved once at the end (see `vectorfile`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection, Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any, TypeVar
+
+import numpy as np
+
+from .sources import Record
+from .store import DocumentStore, content_hash, fields_json
+from .vectorfile import VectorFile
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class AddReport:
+    """What `Index.add` did with its records."""
+
+    added: int
+    updated: int
+    unchanged: int
+    skipped_empty: int
+    duplicates: int
+    truncated: int
+    max_length: int
+    seconds: float
+    model_seconds: float = 0.0  # of SECONDS, the time spent in the model's forward passes
+
+    @property
+    def documents(self) -> int:
+        """Documents in the input, after empty texts and repeated ids."""
+        return self.added + self.updated + self.unchanged
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """Records with their vectors: for each record in turn, its text's vector, then one per phrasing."""
+
+    records: list[Record]
+    vectors: np.ndarray
+    truncated: int = 0  # texts cut to the model's limit
+    model_seconds: float = 0.0
+
+
+# Embeds the records to store (those new or changed), in batches.
+Embed = Callable[[list[Record]], Iterable[Embedded]]
+
+
+@dataclass
+class AddPlan:
+    """What to do with each record of a chunk, given what is stored."""
+
+    new: list[Record] = field(default_factory=list)
+    changed: list[Record] = field(default_factory=list)
+    fields_only: list[Record] = field(default_factory=list)
+    unchanged: list[Record] = field(default_factory=list)
+
+    @property
+    def pending(self) -> list[Record]:
+        """The records to embed."""
+        return self.new + self.changed
+
+    def counts(self, received: int, empty: int, earlier: Collection[str] = ()) -> dict[str, int]:
+        """`AddReport`'s document counts for this plan, made from RECEIVED records of which EMPTY had no text;
+        a record whose id an EARLIER chunk had counts as a repeated id."""
+
+        def fresh(records: list[Record]) -> int:
+            return sum(record.id not in earlier for record in records)
+
+        added, updated, unchanged = fresh(self.new), fresh(self.changed) + fresh(self.fields_only), fresh(self.unchanged)
+        return {"added": added, "updated": updated, "unchanged": unchanged, "skipped_empty": empty,
+                "duplicates": received - empty - added - updated - unchanged}
+
+
+def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """ITEMS in lists of SIZE (the last may be shorter)."""
+    stream = iter(items)
+    while chunk := list(islice(stream, size)):
+        yield chunk
+
+
+def latest_documents(records: Iterable[Record]) -> tuple[list[Record], int, int]:
+    """The records to store, the last of repeated ids winning, with how many came in and how many had no text."""
+    latest: dict[str, Record] = {}
+    received = 0
+    for record in records:
+        received += 1
+        latest[record.id] = record
+    documents = [record for record in latest.values() if record.text.strip()]
+    return documents, received, len(latest) - len(documents)
+
+
+def plan(store: DocumentStore, documents: list[Record]) -> AddPlan:
+    """Sort records into new, changed (to embed again), fields-only updates and unchanged ones."""
+    stored = store.stored([record.id for record in documents])
+    result = AddPlan()
+    for record in documents:
+        before = stored.get(record.id)
+        if before is None:
+            result.new.append(record)
+        elif before[0] != content_hash(record.text, record.phrasings) or before[2] != 1 + len(record.phrasings):
+            result.changed.append(record)  # a differing vector count means an interrupted earlier run
+        elif before[1] != fields_json(record.fields):
+            result.fields_only.append(record)
+        else:
+            result.unchanged.append(record)
+    return result
+
+
+class Writer:
+    """Stores chunks of records and their vectors into one index's store and vector structure."""
+
+    def __init__(self, store: DocumentStore, vectors: VectorFile) -> None:
+        self._store = store
+        self._vectors = vectors
+
+    def write(
+        self, chunks: Iterable[tuple[list[Record], Embed]], max_length: int, progress: Callable[[int], None] | None = None
+    ) -> AddReport:
+        """Plan and store each chunk of records, embedding what needs it with the chunk's EMBED.
+
+        Within a chunk the last of repeated ids wins; a later chunk replaces an earlier one's document
+        (counted as a repeated id). PROGRESS is told how many records were dealt with, as they are.
+        """
+        started = time.perf_counter()
+        totals = dict.fromkeys(("added", "updated", "unchanged", "skipped_empty", "duplicates"), 0)
+        truncated, model_seconds, changed = 0, 0.0, False
+        seen: set[str] = set()
+        for records, embed in chunks:
+            documents, received, empty = latest_documents(records)
+            chunk_plan = plan(self._store, documents)
+            for key, count in chunk_plan.counts(received, empty, seen).items():
+                totals[key] += count
+            seen.update(record.id for record in documents)
+            if chunk_plan.fields_only:
+                with self._store.transaction():
+                    self._store.upsert_documents([_row(record) for record in chunk_plan.fields_only])
+                changed = True
+            reembed = {record.id for record in chunk_plan.changed}
+            for batch in embed(chunk_plan.pending):
+                with self._store.transaction():
+                    dropped, added_ids = self._store_embedded(batch.records, batch.vectors, reembed)
+                self._vectors.apply(dropped, added_ids, batch.vectors)
+                changed = changed or bool(batch.records)
+                truncated += batch.truncated
+                model_seconds += batch.model_seconds
+                if progress:
+                    progress(len(batch.records))
+            if progress:
+                progress(received - len(chunk_plan.pending))
+        if changed:
+            self._vectors.save()
+        return AddReport(**totals, truncated=truncated, max_length=max_length, seconds=time.perf_counter() - started,
+                         model_seconds=model_seconds)
+
+    def _store_embedded(self, records: list[Record], vectors: np.ndarray, reembed: Collection[str]) -> tuple[list[int], list[int]]:
+        """Upsert RECORDS with their VECTORS inside the caller's transaction; returns the ids of the vectors
+        dropped and of those added, for `VectorFile.apply` once the transaction is committed."""
+        rowids, dropped = self._store.upsert_documents([_row(record) for record in records], reembed)
+        owners = [(rowid, phrasing) for record, rowid in zip(records, rowids) for phrasing in (None, *record.phrasings)]
+        return dropped, self._store.add_vectors(owners, vectors)
+
+
+def _row(record: Record) -> tuple[str, str, dict[str, Any], str]:
+    """A record as the store writes it: id, text, fields and the hash of what gets embedded."""
+    return record.id, record.text, record.fields, content_hash(record.text, record.phrasings)
