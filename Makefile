@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # `make bench DATASETS=DIR` reads stsbenchmark/ and scifact/ under DIR.
 DATASETS ?= ../shared/datasets
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-fast lint typecheck bench clean
 
 install: $(STAMP)
 
@@ -24,6 +24,16 @@ demo: install
 
 test: install
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -q
+
+# Skips the tests marked slow (crash loops, Ray clusters, real server processes).
+test-fast: install
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -q -m "not slow"
+
+lint: install
+	$(BIN)/ruff check searcher tests benchmarks && $(BIN)/ruff format --check searcher tests benchmarks
+
+typecheck: install
+	$(BIN)/mypy
 
 bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/speed.py --sts $(DATASETS)/stsbenchmark --scifact $(DATASETS)/scifact

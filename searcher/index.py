@@ -24,7 +24,7 @@ from .manifest import Manifest, new_manifest
 from .paths import DOCS_FILE, VECTORS_FILE, existing_index_path, index_path, is_index, writer_lock
 from .search import KEYWORD_WEIGHT, Hit, Ranker, SearchOptions, check_query
 from .sources import Record
-from .store import FORMAT, DocumentStore
+from .store import FORMAT, DocumentStore, StoredDocument
 from .vectorfile import VectorFile
 from .vectors import VectorIndex, check_search_params, resolve_type
 from .writes import AddReport, Embedded, Writer, chunked
@@ -137,6 +137,14 @@ class Index:
     def vector_count(self) -> int:
         """How many vectors the index holds: one per document text and one per alternative phrasing."""
         return self._store.vector_count()
+
+    def documents(self) -> Iterator[StoredDocument]:
+        """Every stored document (id, text, fields), in the order they were first stored."""
+        return self._store.all_documents()
+
+    def stored_vectors(self) -> Iterator[tuple[str, str | None, np.ndarray]]:
+        """Every stored vector as (document id, phrasing or None for the document's text, vector)."""
+        return self._store.owned_vectors(self.manifest.dimension)
 
     @property
     def vectors(self) -> VectorIndex:

@@ -250,6 +250,19 @@ class DocumentStore:
         zeros = bytes(4 * dimension)
         return _matrix([rows.get(int(vector_id), zeros) for vector_id in vector_ids], dimension)
 
+    def all_documents(self) -> Iterator[StoredDocument]:
+        """Every stored document, in the order they were first stored."""
+        rows = self.db.execute("SELECT rowid, id, text, fields FROM documents ORDER BY rowid")
+        return (StoredDocument(rowid, doc_id, text, json.loads(fields)) for rowid, doc_id, text, fields in rows)
+
+    def owned_vectors(self, dimension: int) -> Iterator[tuple[str, str | None, np.ndarray]]:
+        """Every stored vector with its document's external id and its phrasing (None: the document's text)."""
+        rows = self.db.execute(
+            "SELECT documents.id, phrasing, vector FROM vectors JOIN documents ON documents.rowid = vectors.document "
+            "ORDER BY vectors.rowid"
+        )
+        return ((document_id, phrasing, _matrix([blob], dimension)[0]) for document_id, phrasing, blob in rows)
+
     def vector_ids(self) -> np.ndarray:
         return np.fromiter((row[0] for row in self.db.execute("SELECT rowid FROM vectors ORDER BY rowid")), dtype=np.int64)
 

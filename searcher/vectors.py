@@ -129,6 +129,16 @@ class VectorIndex:
             inner.hnsw.efSearch = search.get("ef_search") or DEFAULT_EF_SEARCH
 
     @property
+    def search_width(self) -> dict[str, int]:
+        """The query-time width in force: nprobe of nlist cells (IVF), ef_search (HNSW); empty for flat."""
+        inner = self._inner
+        if isinstance(inner, faiss.IndexIVF):
+            return {"nprobe": inner.nprobe, "nlist": inner.nlist}
+        if isinstance(inner, faiss.IndexHNSW):
+            return {"ef_search": inner.hnsw.efSearch}
+        return {}
+
+    @property
     def _inner(self) -> faiss.Index:
         """The structure itself, inside its id map where it has one."""
         return self._index if isinstance(self._index, faiss.IndexIVF) else faiss.downcast_index(self._index.index)

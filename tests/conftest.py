@@ -5,13 +5,17 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-import torch
-from transformers import BertConfig, BertModel
 
-from searcher import Index
-from searcher.embedder import Embedder, locate_model
+from searcher import EmbeddingSettings, Index
+
+if TYPE_CHECKING:
+    from searcher.embedder import Embedder
+
+# torch, transformers and searcher.embedder are imported inside the fixtures that need them,
+# so that tests which never embed (e.g. tests/test_store.py) don't pay for importing torch.
 
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
@@ -26,11 +30,16 @@ def isolated_environment(tmp_path_factory, monkeypatch):
 
 @pytest.fixture(scope="session")
 def bundled_dir() -> Path:
+    from searcher.embedder import locate_model
+
     return locate_model("sentence-transformers/all-MiniLM-L6-v2")
 
 
 def make_tiny_model(directory: Path, bundled: Path, seed: int = 0) -> Path:
     """A 4-layer, 32-wide random BERT that uses the bundled model's tokenizer."""
+    import torch
+    from transformers import BertConfig, BertModel
+
     torch.manual_seed(seed)
     config = BertConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
     BertModel(config).save_pretrained(directory)
@@ -62,12 +71,16 @@ def tiny_model_copy(tmp_path, bundled_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_embedder(tiny_model) -> Embedder:
-    return Embedder(str(tiny_model), device="cpu")
+    from searcher.embedder import Embedder
+
+    return Embedder(EmbeddingSettings(str(tiny_model), precision="fp32"), "cpu")
 
 
 @pytest.fixture(scope="session")
 def bundled_embedder() -> Embedder:
-    return Embedder(device="cpu")
+    from searcher.embedder import Embedder
+
+    return Embedder(EmbeddingSettings(precision="fp32"), "cpu")
 
 
 @pytest.fixture

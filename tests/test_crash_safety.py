@@ -12,6 +12,8 @@ import pytest
 
 from searcher import Index
 
+pytestmark = pytest.mark.slow  # subprocess kill loops: minutes on two cores
+
 DOCUMENTS = 2000
 KILLS = 20
 WRITTEN_WHILE_READING = 800
@@ -55,8 +57,9 @@ def timed_run(corpus, home, model):
 def assert_consistent(home, versions, rng, sample=15):
     """check() passes, and every stored document is one whole version of itself and is found by its text."""
     with Index.open("crash", home) as index:
-        assert index.check() == []
-        stored = dict(index._store.db.execute("SELECT id, text FROM documents").fetchall())
+        # A kill between a commit and saving the vector file leaves it behind SQLite: reported, rebuilt in memory.
+        assert all(problem.startswith("vectors.faiss") for problem in index.check())
+        stored = {document.id: document.text for document in index.documents()}
         assert all(any(text == version[doc] for version in versions) for doc, text in stored.items())
         for document_id in rng.sample(sorted(stored), min(sample, len(stored))):
             hit = index.search(stored[document_id], k=1)[0]
@@ -90,8 +93,8 @@ def test_killed_indexing_recovers_and_completes(corpus, tiny_model, tmp_path):
     subprocess.run(index_command(corpus, home, tiny_model), check=True, capture_output=True, timeout=300)
     with Index.open("crash", home) as index:
         assert index.check() == []
-        assert dict(index._store.db.execute("SELECT id, text FROM documents").fetchall()) == versions[0]
-        assert len(index._vectors) == DOCUMENTS
+        assert {document.id: document.text for document in index.documents()} == versions[0]
+        assert len(index.vectors) == DOCUMENTS
     print(f"\n{kills} kills, {recoveries} recoveries checked, {checked} committed documents seen after kills")
 
 

@@ -1,9 +1,12 @@
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from safetensors.torch import load_file, save_file
 
+from searcher import EmbeddingSettings
 from searcher.embedder import Embedder, model_fingerprint
 from searcher.errors import ConfigError, ModelError
 
@@ -17,6 +20,11 @@ SENTENCES = [
     "Where can I download an invoice?",
 ]
 
+
+
+def load(model, **settings):
+    """An embedder on the CPU, in fp32 unless told otherwise."""
+    return Embedder(EmbeddingSettings(model, **({"precision": "fp32"} | settings)), "cpu")
 
 def test_vectors_are_unit_length_float32(tiny_embedder):
     vectors = tiny_embedder.embed(SENTENCES)
@@ -43,36 +51,36 @@ def test_plain_bert_defaults_to_mean_of_second_to_last_layer(tiny_embedder):
 
 def test_declared_trained_pooling_is_used(tiny_model_copy):
     declare_trained_pooling(tiny_model_copy, "pooling_mode_cls_token")
-    embedder = Embedder(str(tiny_model_copy), device="cpu")
+    embedder = load(str(tiny_model_copy))
     assert (embedder.layer, embedder.pooling) == (-1, "cls")
 
 
 def test_unsupported_trained_pooling_is_refused(tiny_model_copy):
     declare_trained_pooling(tiny_model_copy, "pooling_mode_weightedmean_tokens")
     with pytest.raises(ModelError, match="--pooling"):
-        Embedder(str(tiny_model_copy), device="cpu")
+        load(str(tiny_model_copy))
 
 
 def test_explicit_layer_and_pooling_override_auto(tiny_model):
-    embedder = Embedder(str(tiny_model), layer=0, pooling="max", device="cpu")
+    embedder = load(str(tiny_model), layer=0, pooling="max")
     assert (embedder.layer, embedder.pooling) == (0, "max")
-    other = Embedder(str(tiny_model), layer=-1, pooling="mean", device="cpu")
+    other = load(str(tiny_model), layer=-1, pooling="mean")
     assert not np.allclose(embedder.embed(SENTENCES[:1]), other.embed(SENTENCES[:1]))
 
 
 @pytest.mark.parametrize("layer", [5, -6])
 def test_layer_outside_the_model_is_refused(tiny_model, layer):
     with pytest.raises(ConfigError, match="0 \\(embeddings\\) to 4"):
-        Embedder(str(tiny_model), layer=layer, device="cpu")
+        load(str(tiny_model), layer=layer)
 
 
 def test_max_length_over_the_model_limit_is_refused(tiny_model):
     with pytest.raises(ConfigError, match="limit of 128"):
-        Embedder(str(tiny_model), max_length=129, device="cpu")
+        load(str(tiny_model), max_length=129)
 
 
 def test_truncation_is_counted(tiny_model):
-    embedder = Embedder(str(tiny_model), max_length=12, device="cpu")
+    embedder = load(str(tiny_model), max_length=12)
     tokenized = embedder.tokenize(SENTENCES)
     assert tokenized.truncated == 2
     assert max(len(ids) for ids in tokenized.ids) == 12
@@ -81,12 +89,12 @@ def test_truncation_is_counted(tiny_model):
 
 def test_missing_model_directory_is_a_model_error(tmp_path):
     with pytest.raises(ModelError, match="not found"):
-        Embedder(str(tmp_path / "nowhere"), device="cpu")
+        load(str(tmp_path / "nowhere"))
 
 
 def test_directory_without_a_model_is_a_model_error(tmp_path):
     with pytest.raises(ModelError, match="cannot load model"):
-        Embedder(str(tmp_path), device="cpu")
+        load(str(tmp_path))
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
@@ -95,9 +103,9 @@ def test_a_half_precision_checkpoint_runs_at_the_precision_asked_for(tiny_model_
     save_file({name: tensor.half() for name, tensor in weights.items()}, tiny_model_copy / "model.safetensors", metadata={"format": "pt"})
     config = json.loads((tiny_model_copy / "config.json").read_text())
     (tiny_model_copy / "config.json").write_text(json.dumps(config | {"dtype": "float16", "torch_dtype": "float16"}))
-    stored_half = Embedder(str(tiny_model_copy), device="cpu", precision=precision)
+    stored_half = load(str(tiny_model_copy), precision=precision)
     assert {str(p.dtype) for p in stored_half.model.parameters()} <= {"torch.float32"}
-    full = Embedder(str(tiny_model), device="cpu", precision=precision)
+    full = load(str(tiny_model), precision=precision)
     assert np.abs(stored_half.embed(SENTENCES) - full.embed(SENTENCES)).max() < 1e-2
 
 
@@ -107,7 +115,7 @@ def test_unavailable_device_is_refused(tiny_model):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     with pytest.raises(ConfigError, match="not available"):
-        Embedder(str(tiny_model), device="cuda")
+        Embedder(EmbeddingSettings(str(tiny_model)), "cuda")
 
 
 def test_fingerprint_follows_the_weights(tiny_model_copy):
@@ -143,3 +151,15 @@ def test_bundled_model_matches_sentence_transformers(bundled_embedder):
     reference = sentence_transformers.SentenceTransformer(str(bundled_embedder.model_dir), device="cpu")
     expected = reference.encode(SENTENCES, normalize_embeddings=True, convert_to_numpy=True)
     np.testing.assert_allclose(bundled_embedder.embed(SENTENCES), expected, atol=1e-5)
+
+
+def test_using_the_embedder_leaves_the_host_applications_transformers_logging_alone(tiny_model):
+    script = (
+        "from transformers.utils import logging; logging.set_verbosity_info()\n"
+        "from searcher import EmbeddingSettings\n"
+        "from searcher.embedder import Embedder\n"
+        f"Embedder(EmbeddingSettings({str(tiny_model)!r}), 'cpu').embed(['word ' * 500])\n"
+        "print(logging.get_verbosity())\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["20"]  # logging.INFO, as the application set it

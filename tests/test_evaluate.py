@@ -5,7 +5,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from searcher import Settings
+from searcher import Settings, load_settings
 from searcher.cli import app
 from searcher.errors import ConfigError, SourceError
 from searcher.evaluate import evaluate, load_dataset, retrieval_metrics, sweep
@@ -82,7 +82,7 @@ def test_unknown_dataset_layout(tmp_path):
 
 def test_retrieval_through_a_temporary_index(tmp_path, tiny_model):
     dataset = load_dataset(write_beir(tmp_path / "faq"))
-    results = evaluate(dataset, [Settings(model=str(tiny_model), device="cpu")], ["dense", "keyword", "hybrid"])
+    results = evaluate(dataset, [load_settings(model=str(tiny_model), device="cpu")], ["dense", "keyword", "hybrid"])
     assert [r["config"]["mode"] for r in results] == ["dense", "keyword", "hybrid"]
     for result in results:
         # Each judged query is the exact text of its relevant document.
@@ -95,14 +95,14 @@ def test_sts_correlation(tmp_path, tiny_model):
     rows = [("A man plays a guitar.", "A man plays a guitar.", 5.0), ("A man plays a guitar.", "A man is playing music.", 3.0),
             ("A man plays a guitar.", "Stock markets fell sharply on Monday.", 0.0)]
     (tmp_path / "sts-test.csv").write_text("".join(f"g\tf\ty\t{i}\t{s}\t{a}\t{b}\n" for i, (a, b, s) in enumerate(rows)))
-    (result,) = evaluate(load_dataset(tmp_path), [Settings(model=str(tiny_model), device="cpu")])
+    (result,) = evaluate(load_dataset(tmp_path), [load_settings(model=str(tiny_model), device="cpu")])
     assert result["pairs"] == 3
     assert -1.0 <= result["spearman"] <= 1.0 and -1.0 <= result["pearson"] <= 1.0
 
 
 def test_sweep_makes_every_combination():
     configs = sweep(["-1", "-2"], ["mean", "cls", "max"], Settings())
-    assert [(c.layer, c.pooling) for c in configs] == [(-1, "mean"), (-1, "cls"), (-1, "max"), (-2, "mean"), (-2, "cls"), (-2, "max")]
+    assert [(c.embedding.layer, c.embedding.pooling) for c in configs] == [(-1, "mean"), (-1, "cls"), (-1, "max"), (-2, "mean"), (-2, "cls"), (-2, "max")]
 
 
 def test_invalid_mode_is_refused_before_indexing(tmp_path):

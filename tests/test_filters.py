@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import searcher.index
+import searcher.search
 from searcher import Record
 from searcher.cli import app
 from searcher.errors import InvalidFilterError
@@ -53,7 +53,7 @@ def test_a_filtered_dense_search_ranks_exactly_like_a_search_over_the_passing_do
 
 def test_a_broad_filter_fetches_past_the_documents_it_leaves_out(index, monkeypatch):
     exact = [hit.id for hit in index.search("drive sync", k=10, filters={"lang": "en"})]
-    monkeypatch.setattr(searcher.index, "FILTER_EXACT_LIMIT", 0)  # force the over-fetching path
+    monkeypatch.setattr(searcher.search, "FILTER_EXACT_LIMIT", 0)  # force the over-fetching path
     assert [hit.id for hit in index.search("drive sync", k=10, filters={"lang": "en"})] == exact
 
 

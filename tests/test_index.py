@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file, save_file
 
-from searcher import Hit, Index, Record, Settings, list_indexes
+from searcher import Hit, Index, Record, list_indexes, load_settings
 from searcher.errors import ConfigError, EmptyQueryError, IndexExistsError, IndexNotFoundError, ModelMismatchError
-from searcher.index import VECTORS_FILE
+from searcher.paths import VECTORS_FILE
 from searcher.vectors import VectorIndex
 
 FAQ = [
@@ -49,10 +49,11 @@ def test_reopened_index_gives_the_same_hits(faq_index, tiny_model):
 
 def test_manifest_records_how_vectors_were_made(faq_index, tiny_model):
     manifest = faq_index.manifest
-    assert manifest["model"] == str(tiny_model)
-    assert (manifest["layer"], manifest["pooling"], manifest["dimension"], manifest["max_length"]) == (-2, "mean", 32, 128)
-    assert manifest["documents"] == len(FAQ)
-    assert len(manifest["fingerprint"]) == 64
+    assert manifest.spec.model == str(tiny_model)
+    assert (manifest.spec.layer, manifest.spec.pooling, manifest.dimension, manifest.spec.max_length) == (-2, "mean", 32, 128)
+    assert manifest.documents == len(FAQ)
+    assert len(manifest.spec.fingerprint) == 64
+    assert manifest.spec == faq_index.embedder.spec
 
 
 def test_existing_id_is_replaced_not_duplicated(faq_index):
@@ -82,13 +83,20 @@ def test_long_documents_are_reported_as_truncated(faq_index):
     assert (report.truncated, report.max_length) == (1, 128)
 
 
-def test_missing_vector_file_is_rebuilt_from_sqlite(faq_index):
+def test_missing_vector_file_is_rebuilt_in_memory_and_saved_only_by_repair(faq_index, caplog):
     before = faq_index.search("reset password", k=3)
     faq_index.close()
     (faq_index.path / VECTORS_FILE).unlink()
     with Index.open(faq_index.path) as reopened:
         assert reopened.search("reset password", k=3) == before
+        assert "rebuilt in memory" in caplog.text
+        assert reopened.check() == ["vectors.faiss is missing (searches rebuild it in memory each time the index is opened)"]
+    assert not (faq_index.path / VECTORS_FILE).exists()  # readers never write
+    with Index.open(faq_index.path) as repaired:
+        assert repaired.check(repair=True) == []
     assert (faq_index.path / VECTORS_FILE).exists()
+    with Index.open(faq_index.path) as reopened:
+        assert reopened.check() == [] and reopened.search("reset password", k=3) == before
 
 
 def test_vector_file_that_disagrees_with_sqlite_is_rebuilt(faq_index):
@@ -100,7 +108,7 @@ def test_vector_file_that_disagrees_with_sqlite_is_rebuilt(faq_index):
 
 
 def test_changed_model_weights_are_refused(tiny_model_copy, tmp_path):
-    index = Index.create(tmp_path / "pinned", Settings(model=str(tiny_model_copy), device="cpu"))
+    index = Index.create(tmp_path / "pinned", load_settings(model=str(tiny_model_copy), device="cpu"))
     index.add(FAQ)
     index.close()
     weights = tiny_model_copy / "model.safetensors"
@@ -113,7 +121,7 @@ def test_changed_model_weights_are_refused(tiny_model_copy, tmp_path):
 
 
 def test_query_uses_the_manifest_settings_not_the_defaults(tiny_model, tmp_path):
-    settings = Settings(model=str(tiny_model), layer=0, pooling="max", device="cpu")
+    settings = load_settings(model=str(tiny_model), layer=0, pooling="max", device="cpu")
     with Index.create(tmp_path / "layer0", settings) as index:
         index.add(FAQ)
     with Index.open(tmp_path / "layer0") as reopened:
@@ -123,10 +131,10 @@ def test_query_uses_the_manifest_settings_not_the_defaults(tiny_model, tmp_path)
 
 def test_open_or_create_refuses_other_embedding_settings(faq_index, tiny_model):
     faq_index.close()
-    with Index.open_or_create(faq_index.path, Settings(layer="auto", pooling="mean")) as same:
+    with Index.open_or_create(faq_index.path, load_settings(layer="auto", pooling="mean")) as same:
         assert len(same) == len(FAQ)
     with pytest.raises(ConfigError, match="built with pooling 'mean', not 'cls'"):
-        Index.open_or_create(faq_index.path, Settings(pooling="cls"))
+        Index.open_or_create(faq_index.path, load_settings(pooling="cls"))
 
 
 def test_create_refuses_an_existing_index(faq_index, tiny_embedder):

@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 import searcher.vectors
-from searcher import Index, Record, Settings
+from searcher import Index, Record, load_settings
 from searcher.cli import app
 from searcher.errors import ConfigError
 from searcher.vectors import VectorIndex, resolve_type
@@ -81,8 +81,9 @@ def test_ivf_files_are_memory_mapped_read_only(tmp_path, kind):
 def test_search_parameters_are_applied_and_kept_on_disk(tmp_path):
     index = VectorIndex.build(32, np.arange(3000), unit_vectors(3000), "ivf", {"nprobe": 3})
     index.save(tmp_path / "v.faiss")
-    assert VectorIndex.load(tmp_path / "v.faiss", {"nprobe": 5})._inner.nprobe == 5
-    assert VectorIndex.load(tmp_path / "v.faiss")._inner.nprobe == searcher.vectors.default_nprobe(index._inner.nlist)
+    assert VectorIndex.load(tmp_path / "v.faiss", {"nprobe": 5}).search_width["nprobe"] == 5
+    cells = index.search_width["nlist"]
+    assert VectorIndex.load(tmp_path / "v.faiss").search_width == {"nprobe": searcher.vectors.default_nprobe(cells), "nlist": cells}
 
 
 @pytest.fixture
@@ -95,7 +96,7 @@ def test_reindex_changes_the_structure_without_embedding(index, kind, monkeypatc
     monkeypatch.setattr(type(index), "embedder", property(lambda self: pytest.fail("embedded again")))
     rebuilt = index.reindex(kind, {"nprobe": 64} if kind == "ivf" else {"ef_search": 128})
     assert rebuilt.kind == kind and len(rebuilt) == len(RECORDS)
-    assert index.manifest["index_type"] == kind and index.check() == []
+    assert index.manifest.index_type == kind and index.check() == []
 
 
 @pytest.mark.parametrize("kind", ["ivf", "ivfpq", "hnsw"])
@@ -104,28 +105,28 @@ def test_updates_and_deletes_keep_an_approximate_index_consistent(index, kind, m
     index.reindex(kind, {"nprobe": 1000, "ef_search": 400})
     index.delete(["d5", "d6"])
     index.add([Record("d7", "a completely new text for seven"), Record("new", "brand new note")])
-    assert index.check() == [] and index._vectors.kind == kind
+    assert index.check() == [] and index.vectors.kind == kind
     with Index.open(index.path) as reopened:
-        assert reopened._vectors.kind == kind and reopened.check() == []
+        assert reopened.vectors.kind == kind and reopened.check() == []
         assert reopened.search("a completely new text for seven", k=1)[0].id == "d7"
         assert reopened.search(RECORDS[300].text, k=1)[0].id == "d300"
         assert not {"d5", "d6"} & {hit.id for hit in reopened.search(RECORDS[5].text, k=20)}
 
 
 def test_auto_switches_to_ivfpq_when_the_index_grows_past_the_limit(index, monkeypatch):
-    assert index._vectors.kind == "flat"
+    assert index.vectors.kind == "flat"
     monkeypatch.setattr(searcher.vectors, "EXACT_LIMIT", 1_210)
     monkeypatch.setitem(searcher.vectors.MIN_TRAINING, "ivfpq", 1000)
     index.add([Record(f"more{i}", f"another note number {i}") for i in range(20)])
-    assert index._vectors.kind == "ivfpq" and index.check() == []
+    assert index.vectors.kind == "ivfpq" and index.check() == []
 
 
 def test_a_reader_maps_the_ivf_file_and_a_writer_loads_it_to_change_it(index):
     index.reindex("ivf", {"nprobe": 1000})
     with Index.open(index.path) as reopened:
-        assert reopened._vectors.read_only
+        assert reopened.vectors.read_only
         reopened.add([Record("late", "a note written after the file was mapped")])
-        assert not reopened._vectors.read_only and reopened.check() == []
+        assert not reopened.vectors.read_only and reopened.check() == []
         assert reopened.search("a note written after the file was mapped", k=1)[0].id == "late"
 
 
@@ -134,12 +135,12 @@ def test_a_writer_starts_from_what_another_process_saved(index, caplog):
         index.add([Record("first", "written by the first writer")])
         other.add([Record("second", "written by the second writer")])
     with caplog.at_level("WARNING"), Index.open(index.path) as reopened:
-        assert reopened.check() == [] and len(reopened._vectors) == len(RECORDS) + 2
+        assert reopened.check() == [] and len(reopened.vectors) == len(RECORDS) + 2
     assert "rebuilt" not in caplog.text
 
 
 def test_an_explicit_other_type_for_an_existing_index_points_to_reindex(index, tiny_model):
-    settings = Settings(model=str(tiny_model), index_type="hnsw")
+    settings = load_settings(model=str(tiny_model), index_type="hnsw")
     with pytest.raises(ConfigError, match="change it with `searcher reindex idx --index-type hnsw`"):
         Index.open_or_create(index.path, settings)
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from searcher import Index, Record, Settings
+from searcher import EmbeddingSettings, Index, Record, load_settings
 from searcher.cli import app
 from searcher.embedder import Embedder
 from searcher.errors import ConfigError, InputTooLongError
@@ -178,7 +178,7 @@ def test_words_command_json_and_per_token_view(tiny_model):
 
 
 def test_embed_matches_the_indexer(tiny_model, tmp_path):
-    indexer = Embedder.from_settings(Settings(model=str(tiny_model), device="cpu"))  # default precision, as `index` uses
+    indexer = Embedder(EmbeddingSettings(model=str(tiny_model)), "cpu")  # default precision, as `index` uses
     result = run("embed", "reset my password", "cancel billing", "--model", tiny_model)
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in result.stdout.splitlines()]
@@ -189,12 +189,12 @@ def test_embed_matches_the_indexer(tiny_model, tmp_path):
 
 
 def test_embed_with_an_index_uses_its_settings(tiny_model, tmp_path):
-    with Index.create(tmp_path / "maxpool", Settings(model=str(tiny_model), layer=1, pooling="max", device="cpu")) as index:
+    with Index.create(tmp_path / "maxpool", load_settings(model=str(tiny_model), layer=1, pooling="max", device="cpu")) as index:
         index.add([Record("a", "the text")])
-        precision = index.manifest["precision"]  # auto: bf16 or fp32, by CPU
+        precision = index.manifest.spec.precision  # auto: bf16 or fp32, by CPU
     result = run("embed", "the text", "--index", tmp_path / "maxpool")
     assert result.exit_code == 0, result.output
-    expected = Embedder(str(tiny_model), layer=1, pooling="max", device="cpu", precision=precision).embed(["the text"])
+    expected = Embedder(EmbeddingSettings(str(tiny_model), layer=1, pooling="max", precision=precision), "cpu").embed(["the text"])
     np.testing.assert_allclose(json.loads(result.stdout)["vector"], expected[0], atol=1e-6)
 
 
@@ -213,3 +213,15 @@ def test_inspection_errors_are_one_line(tiny_model, args, message):
     result = run(*args, "--model", tiny_model)
     assert result.exit_code == 2, result.output
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_module_functions_load_the_named_model_once(tiny_model):
+    import searcher.inspect as inspect
+
+    model = str(tiny_model)
+    assert inspect.tokens("hello world", model=model).tokens == ["[CLS]", "hello", "world", "[SEP]"]
+    assert inspect.hidden_states("hello world", model=model).shape == (5, 4, 32)
+    assert [w.word for w in inspect.word_vectors("embeddings rock", strategy="layer:-1", model=model)] == ["embeddings", "rock"]
+    report = inspect.context_similarity("bank and bank", "bank", strategy="layer:-1", model=model)
+    assert report.positions == [1, 3] and len(report.layers) == 5
+    assert inspect.inspector(model) is inspect.inspector(model)

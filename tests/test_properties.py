@@ -113,8 +113,7 @@ def apply_to_model(model: dict, operation) -> dict:
 
 
 def contents(index: Index) -> dict:
-    rows = index._store.db.execute("SELECT id, text, fields FROM documents").fetchall()
-    return {id_: (text, json.loads(fields)) for id_, text, fields in rows}
+    return {document.id: (document.text, document.fields) for document in index.documents()}
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -13,9 +13,11 @@ import pytest
 from typer.testing import CliRunner
 
 import searcher.distributed
-from searcher import Index, Record, Settings, read_records
+from searcher import Index, Record, load_settings, read_records
 from searcher.cli import app
-from searcher.distributed import STAGING_DIR, RayOptions, SourceFormat, add_source, source_files
+from searcher.distributed import STAGING_DIR, RayOptions, ReadOptions, add_source, source_files
+
+pytestmark = pytest.mark.slow  # starts a local Ray cluster
 
 ray = pytest.importorskip("ray")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -26,7 +28,7 @@ RECORDS = [
            (f"another wording of note {i}",) if i % 7 == 0 else ())
     for i in range(150)
 ]
-SETTINGS = Settings(precision="fp32", device="cpu", batch_size=8)
+SETTINGS = load_settings(precision="fp32", device="cpu", batch_size=8)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -48,20 +50,17 @@ def new_index(path, tiny_model):
 
 
 def on_ray(index, source, shard_documents=20, skip_errors=False, on_embedded=None, on_stored=None):
-    return add_source(index, str(source), source_files(str(source)), SourceFormat(skip_errors=skip_errors), SETTINGS,
+    return add_source(index, str(source), source_files(str(source)), ReadOptions(skip_errors=skip_errors), SETTINGS.runtime,
                       RayOptions(actors=2, shard_documents=shard_documents), on_embedded, on_stored)
 
 
 def stored(index, document_id):
-    text, fields = index._store.db.execute("SELECT text, fields FROM documents WHERE id = ?", [document_id]).fetchone()
-    return text, json.loads(fields)
+    (document,) = [document for document in index.documents() if document.id == document_id]
+    return document.text, document.fields
 
 
 def vectors_by_document(index):
-    ids, vectors = index._store.vectors(index.manifest["dimension"])
-    owners = index._store.vector_owners(ids.tolist())
-    documents = index._store.documents(sorted({document for document, _ in owners.values()}))
-    return {(documents[owners[i][0]].id, owners[i][1]): vector for i, vector in zip(ids.tolist(), vectors)}
+    return {(document_id, phrasing): vector for document_id, phrasing, vector in index.stored_vectors()}
 
 
 def test_ray_and_local_paths_store_the_same_documents_and_vectors_and_answer_alike(tmp_path, tiny_model):
@@ -106,7 +105,7 @@ def test_shards_staged_before_a_crash_are_stored_without_embedding_them_again(tm
         with pytest.raises(KeyboardInterrupt):
             on_ray(index, source, shard_documents=10, on_stored=crash_after_two_shards)
         staged = {id for path in (index.path / STAGING_DIR).glob("*.parquet") for id in pq.read_table(path)["id"].to_pylist()}
-        done = {id for (id,) in index._store.db.execute("SELECT id FROM documents")}
+        done = {document.id for document in index.documents()}
         assert len(done) == 20 and len(staged - done) > 0
         embedded = []
         report, _ = on_ray(index, source, shard_documents=10, on_embedded=embedded.append)
@@ -183,7 +182,7 @@ def test_the_command_killed_mid_run_resumes_without_duplicates_or_losses(tmp_pat
     assert result.exit_code == 0, result.output
     assert "Indexed 600 documents" in result.stdout
     with Index.open(target) as index:
-        assert len(index) == 600 and index.check() == [] and len(index._store.vector_ids()) == 600
+        assert len(index) == 600 and index.check() == [] and index.vector_count == 600
         assert index.search(records[321].text, k=1)[0].id == "k321"
 
 

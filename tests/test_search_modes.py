@@ -78,7 +78,7 @@ def test_each_document_appears_once_however_many_phrasings_match(index):
 def test_replacing_a_faq_entry_drops_its_old_phrasings(index):
     index.add([Record("pw", "How do I reset my password?", {"question": "How do I reset my password?"})])
     assert index.search("I forgot my login credentials", k=1)[0].matched is None
-    assert len(index._vectors) == len(DOCS)
+    assert len(index.vectors) == len(DOCS)
 
 
 def test_min_score_leaves_out_weak_hits(index):
@@ -114,7 +114,7 @@ def test_calibration_stores_the_threshold_and_marks_hits(index):
     assert (result.precision, result.coverage, result.queries) == (1.0, 1.0, len(DOCS))
     lowest_correct = min(index.search(r.text, 1)[0].score for r in DOCS)
     assert result.threshold == pytest.approx(lowest_correct)
-    assert index.manifest["thresholds"]["dense"] == result.threshold
+    assert index.manifest.thresholds["dense"] == result.threshold
     marks = [(h.score, h.below_threshold) for h in index.search("completely unrelated words", k=4)]
     assert all(below == (score < result.threshold) for score, below in marks)
 
@@ -148,7 +148,7 @@ def test_calibrate_command(index, tmp_path):
     (beir / "corpus.jsonl").write_text("".join(json.dumps({"_id": r.id, "text": r.text}) + "\n" for r in DOCS))
     (beir / "queries.jsonl").write_text("".join(json.dumps({"_id": r.id, "text": r.text}) + "\n" for r in DOCS))
     (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"{r.id}\t{r.id}\t1\n" for r in DOCS))
-    result = CliRunner().invoke(app, ["calibrate", str(beir), "--index", str(index.path), "--precision", "0.9"])
+    result = CliRunner().invoke(app, ["calibrate", str(beir), "--index", str(index.path), "--target-precision", "0.9"])
     assert result.exit_code == 0, result.output
     assert "top-1 precision 1.000" in result.stdout
-    assert Index.open(index.path).manifest["calibration"]["dense"]["queries"] == len(DOCS)
+    assert Index.open(index.path).manifest.calibration["dense"]["queries"] == len(DOCS)

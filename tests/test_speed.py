@@ -1,6 +1,7 @@
 """The fast paths: token-budget batches, reduced precision recorded in the index, lazy imports."""
 
 import json
+import sqlite3
 import subprocess
 import sys
 
@@ -9,7 +10,8 @@ import pytest
 import torch
 
 import searcher.embedder
-from searcher import Index, Record, Settings
+from searcher import EmbeddingSettings, Index, Record, load_settings
+from searcher.paths import DOCS_FILE
 from searcher.embedder import Embedder, length_batches, resolve_precision
 from searcher.errors import ConfigError
 
@@ -40,18 +42,18 @@ def test_token_budget_does_not_change_the_vectors(tiny_embedder):
 
 
 def test_last_layer_shortcut_matches_the_full_hidden_states(tiny_model):
-    last = Embedder(str(tiny_model), layer=-1, pooling="mean", device="cpu")
+    last = Embedder(EmbeddingSettings(str(tiny_model), layer=-1, pooling="mean", precision="fp32"), "cpu")
     encoding = last.encode(SENTENCES[1])
     states = last.hidden_states(encoding)[-1]
     expected = states.mean(axis=0) / np.linalg.norm(states.mean(axis=0))
     np.testing.assert_allclose(last.embed([SENTENCES[1]])[0], expected, atol=1e-5)
-    np.testing.assert_allclose(Embedder(str(tiny_model), layer=4, pooling="mean", device="cpu").embed(SENTENCES), last.embed(SENTENCES), atol=1e-6)
+    np.testing.assert_allclose(Embedder(EmbeddingSettings(str(tiny_model), layer=4, pooling="mean", precision="fp32"), "cpu").embed(SENTENCES), last.embed(SENTENCES), atol=1e-6)
 
 
 # Naive int8 moves short texts most ("ok": cosine 0.81 with its fp32 vector): it is never chosen by auto.
 @pytest.mark.parametrize("precision, mean, lowest", [("bf16", 0.99, 0.97), ("int8", 0.9, 0.75)])
 def test_reduced_precision_stays_close_to_fp32(bundled_embedder, precision, mean, lowest):
-    reduced = Embedder(precision=precision, device="cpu")
+    reduced = Embedder(EmbeddingSettings(precision=precision), "cpu")
     assert reduced.precision == precision
     cosines = (reduced.embed(SENTENCES) * bundled_embedder.embed(SENTENCES)).sum(axis=1)
     assert cosines.mean() > mean and cosines.min() > lowest, cosines
@@ -72,14 +74,14 @@ def test_int8_off_the_cpu_and_unknown_precisions_are_refused():
     with pytest.raises(ConfigError, match="int8 runs on the CPU only"):
         resolve_precision("int8", torch.device("cuda"))
     with pytest.raises(ConfigError, match="choose one of auto, fp32, bf16, fp16, int8"):
-        Settings(precision="fp8")
+        load_settings(precision="fp8")
 
 
 def test_the_index_records_its_precision_and_queries_with_it(tiny_model, tmp_path):
-    settings = Settings(model=str(tiny_model), precision="int8", device="cpu")
+    settings = load_settings(model=str(tiny_model), precision="int8", device="cpu")
     with Index.create(tmp_path / "int8", settings) as index:
         report = index.add([Record(str(i), text) for i, text in enumerate(SENTENCES)])
-        assert index.manifest["precision"] == "int8"
+        assert index.manifest.spec.precision == "int8"
         assert 0 < report.model_seconds <= report.seconds
     with Index.open(tmp_path / "int8") as reopened:
         assert reopened.embedder.precision == "int8"
@@ -90,10 +92,11 @@ def test_the_index_records_its_precision_and_queries_with_it(tiny_model, tmp_pat
 
 def test_an_index_from_before_precision_was_recorded_is_fp32(tiny_index):
     index = tiny_index([Record("a", "a document")])
-    index._store.db.execute("DELETE FROM manifest WHERE key = 'precision'")
-    index._store.db.conn.commit()
+    index.close()
+    with sqlite3.connect(index.path / DOCS_FILE) as db:  # as an index written before precision was recorded
+        db.execute("DELETE FROM manifest WHERE key = 'precision'")
     with Index.open(index.path) as reopened:
-        assert "precision" not in reopened.manifest
+        assert reopened.manifest.spec.precision == "fp32"
         assert reopened.embedder.precision == "fp32"
 
 

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from searcher import Index, Record
 from searcher.cli import app
 from searcher.errors import IndexLockedError, IndexNotFoundError
-from searcher.index import LOCK_FILE, VECTORS_FILE, drop_index
+from searcher.paths import LOCK_FILE, VECTORS_FILE, drop_index
 
 RECORDS = [Record(str(i), f"document number {i} about topic {i % 7}", {"n": i}) for i in range(40)]
 runner = CliRunner()
@@ -48,7 +48,7 @@ def test_delete_by_id(index):
     assert index.search("topic", mode="keyword", k=40) and all(h.id not in ("3", "4") for h in index.search("topic", mode="keyword", k=40))
     index.close()
     with Index.open(index.path) as reopened:
-        assert len(reopened._vectors) == 38 and reopened.check() == []
+        assert len(reopened.vectors) == 38 and reopened.check() == []
 
 
 def test_a_reader_sees_a_writers_changes_without_errors(index, tiny_embedder):
@@ -102,8 +102,9 @@ def test_cli_delete_check_and_drop(index, tmp_path):
     assert "Deleted 3 documents" in result.stdout and "1 ids were not in it" in result.stdout
     assert runner.invoke(app, ["check", str(index.path)]).exit_code == 0
     (index.path / VECTORS_FILE).write_bytes(b"junk")
-    rebuilt = runner.invoke(app, ["check", str(index.path)])
-    assert rebuilt.exit_code == 0 and "unreadable or out of date: rebuilt from the stored vectors" in rebuilt.stderr
+    junk = runner.invoke(app, ["check", str(index.path)])
+    assert junk.exit_code == 1 and "Problem: " in junk.stderr and "unreadable FAISS index" in junk.stderr
+    assert (index.path / VECTORS_FILE).read_bytes() == b"junk"  # check without --repair changes nothing
     with sqlite3.connect(index.path / "docs.sqlite") as connection:
         connection.execute("UPDATE manifest SET value = '0' WHERE key = 'documents'")
     broken = runner.invoke(app, ["check", str(index.path)])
