@@ -14,6 +14,16 @@ from .sources import Record, read_records  # noqa: E402
 from .writes import AddReport  # noqa: E402
 
 __all__ = [
-    "AddReport", "EmbeddingSettings", "EmbeddingSpec", "Hit", "Index", "Manifest", "Record", "SearcherError", "Settings",
-    "list_indexes", "load_settings", "read_records",
+    "AddReport",
+    "EmbeddingSettings",
+    "EmbeddingSpec",
+    "Hit",
+    "Index",
+    "Manifest",
+    "Record",
+    "SearcherError",
+    "Settings",
+    "list_indexes",
+    "load_settings",
+    "read_records",
 ]

@@ -7,29 +7,34 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.progress import (
-    BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TaskProgressColumn, TextColumn, TimeRemainingColumn,
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
 )
 from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
-import numpy as np
-
 from .config import BATCH_SIZE, BATCH_TOKENS, EmbeddingSettings, Settings, load_settings
 from .demo import run_demo
-from .evaluate import RETRIEVAL_METRICS, STS_METRICS, BeirDataset, calibrate, evaluate, load_dataset, sweep
 from .errors import ConfigError, InvalidFilterError, OutputError, SearcherError, SourceError
+from .evaluate import RETRIEVAL_METRICS, STS_METRICS, BeirDataset, calibrate, evaluate, load_dataset, sweep
 from .index import Index, describe_index
 from .inspect import ContextReport, PairCosine, inspector
 from .paths import drop_index, index_path, list_indexes
@@ -89,47 +94,91 @@ app = typer.Typer(
 )
 
 # Options and arguments that several commands share, declared once.
-HomeOption = Annotated[Optional[Path], typer.Option("--home", help="Directory of named indexes (default: $SEARCHER_HOME or ./indexes).")]
+HomeOption = Annotated[
+    Path | None, typer.Option("--home", help="Directory of named indexes (default: $SEARCHER_HOME or ./indexes).")
+]
 IndexOption = Annotated[str, typer.Option("--index", "-i", help="Index name (under --home) or path.")]
 IndexArgument = Annotated[str, typer.Argument(help="Index name (under --home) or path.")]
-BatchSizeOption = Annotated[Optional[int], typer.Option(help=f"Texts per forward pass, at most (default {BATCH_SIZE}).")]
-BatchTokensOption = Annotated[Optional[int], typer.Option(help=f"Padded tokens per forward pass, at most (default {BATCH_TOKENS}).")]
-PrecisionOption = Annotated[Optional[str], typer.Option(help="Model numerics: auto, fp32, bf16, fp16 or int8 (stored in the index).")]
-LayerOption = Annotated[Optional[str], typer.Option(help="Hidden layer to pool: auto or an integer (0 = embeddings, -1 = last).")]
-PoolingOption = Annotated[Optional[str], typer.Option(help="auto, mean, max or cls.")]
-MaxLengthOption = Annotated[Optional[int], typer.Option(help="Token limit (default: the model's).")]
-DeviceOption = Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or mps.")]
+BatchSizeOption = Annotated[int | None, typer.Option(help=f"Texts per forward pass, at most (default {BATCH_SIZE}).")]
+BatchTokensOption = Annotated[
+    int | None, typer.Option(help=f"Padded tokens per forward pass, at most (default {BATCH_TOKENS}).")
+]
+PrecisionOption = Annotated[
+    str | None, typer.Option(help="Model numerics: auto, fp32, bf16, fp16 or int8 (stored in the index).")
+]
+LayerOption = Annotated[
+    str | None, typer.Option(help="Hidden layer to pool: auto or an integer (0 = embeddings, -1 = last).")
+]
+PoolingOption = Annotated[str | None, typer.Option(help="auto, mean, max or cls.")]
+MaxLengthOption = Annotated[int | None, typer.Option(help="Token limit (default: the model's).")]
+DeviceOption = Annotated[str | None, typer.Option(help="auto, cpu, cuda or mps.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-LockTimeoutOption = Annotated[Optional[float], typer.Option("--lock-timeout", help="Seconds to wait for another writer (default: as long as it takes).")]
-ModelOption = Annotated[Optional[str], typer.Option("--model", help="Model id or directory (default: the bundled all-MiniLM-L6-v2).")]
-StrategyOption = Annotated[str, typer.Option("--strategy", help="Word vectors from the last four layers (sum4, concat4, mean4) or one layer (layer:N).")]
-SubwordOption = Annotated[str, typer.Option("--subword", help="How a word's WordPiece vectors merge: first, mean or sum.")]
-PlotOption = Annotated[Optional[Path], typer.Option("--plot", help="Also write a PNG figure to this file (needs searcher[plot]).")]
+LockTimeoutOption = Annotated[
+    float | None,
+    typer.Option("--lock-timeout", help="Seconds to wait for another writer (default: as long as it takes)."),
+]
+ModelOption = Annotated[
+    str | None, typer.Option("--model", help="Model id or directory (default: the bundled all-MiniLM-L6-v2).")
+]
+StrategyOption = Annotated[
+    str,
+    typer.Option(
+        "--strategy", help="Word vectors from the last four layers (sum4, concat4, mean4) or one layer (layer:N)."
+    ),
+]
+SubwordOption = Annotated[
+    str, typer.Option("--subword", help="How a word's WordPiece vectors merge: first, mean or sum.")
+]
+PlotOption = Annotated[
+    Path | None, typer.Option("--plot", help="Also write a PNG figure to this file (needs searcher[plot]).")
+]
 
 
 @app.command()
 def index(
-    source: Annotated[str, typer.Argument(help="A .jsonl/.csv/.tsv/.txt file, a directory of .txt/.md files, a BEIR directory, or - for JSONL on stdin.")],
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="A .jsonl/.csv/.tsv/.txt file, a directory of .txt/.md files, a BEIR directory, "
+            "or - for JSONL on stdin."
+        ),
+    ],
     name: IndexOption,
-    config: Annotated[Optional[Path], typer.Option("--config", help="TOML settings file; flags override it.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="TOML settings file; flags override it.")] = None,
     model: ModelOption = None,
     layer: LayerOption = None,
     pooling: PoolingOption = None,
-    text_field: Annotated[Optional[list[str]], typer.Option("--text-field", help="Field to embed (repeatable; joined with spaces).")] = None,
-    id_field: Annotated[Optional[str], typer.Option(help="Field holding the document id (default: _id, then id).")] = None,
+    text_field: Annotated[
+        list[str] | None, typer.Option("--text-field", help="Field to embed (repeatable; joined with spaces).")
+    ] = None,
+    id_field: Annotated[str | None, typer.Option(help="Field holding the document id (default: _id, then id).")] = None,
     batch_size: BatchSizeOption = None,
     batch_tokens: BatchTokensOption = None,
     max_length: MaxLengthOption = None,
     device: DeviceOption = None,
     precision: PrecisionOption = None,
-    index_type: Annotated[Optional[str], typer.Option("--index-type", help="A new index's vector structure: auto, flat, ivf, ivfpq or hnsw.")] = None,
-    on_error: Annotated[str, typer.Option("--on-error", help="A malformed record: stop, or skip it and report.")] = "stop",
+    index_type: Annotated[
+        str | None,
+        typer.Option("--index-type", help="A new index's vector structure: auto, flat, ivf, ivfpq or hnsw."),
+    ] = None,
+    on_error: Annotated[
+        str, typer.Option("--on-error", help="A malformed record: stop, or skip it and report.")
+    ] = "stop",
     lock_timeout: LockTimeoutOption = None,
-    engine: Annotated[str, typer.Option(help="local, or ray: embed on a Ray cluster (pip install 'searcher[ray]').")] = "local",
-    ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Ray cluster to join (auto or HOST:PORT); default: a local one for this run.")] = None,
+    engine: Annotated[
+        str, typer.Option(help="local, or ray: embed on a Ray cluster (pip install 'searcher[ray]').")
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address", help="Ray cluster to join (auto or HOST:PORT); default: a local one for this run."
+        ),
+    ] = None,
     actors: Annotated[int, typer.Option(min=1, help="Ray: embedding actors, each loading the model once.")] = 1,
     gpus_per_actor: Annotated[float, typer.Option("--gpus-per-actor", min=0, help="Ray: GPUs per actor (0: CPU).")] = 0,
-    shard_size: Annotated[int, typer.Option("--shard-size", min=1, help="Ray: documents per shard (one actor call, one staged file).")] = 1000,
+    shard_size: Annotated[
+        int, typer.Option("--shard-size", min=1, help="Ray: documents per shard (one actor call, one staged file).")
+    ] = 1000,
     home: HomeOption = None,
 ) -> None:
     """Embed documents from SOURCE into an index (created if new; changed ids are replaced, unchanged skipped)."""
@@ -139,9 +188,19 @@ def index(
     if engine not in ("local", "ray"):
         raise ConfigError(f"invalid --engine {engine!r}: choose local or ray")
     settings = load_settings(
-        config, model=model, layer=layer, pooling=pooling, text_fields=text_field, id_field=id_field,
-        batch_size=batch_size, batch_tokens=batch_tokens, max_length=max_length, device=device, precision=precision,
-        index_type=index_type, home=str(home) if home else None,
+        config,
+        model=model,
+        layer=layer,
+        pooling=pooling,
+        text_fields=text_field,
+        id_field=id_field,
+        batch_size=batch_size,
+        batch_tokens=batch_tokens,
+        max_length=max_length,
+        device=device,
+        precision=precision,
+        index_type=index_type,
+        home=str(home) if home else None,
     )
     skipped: list[SourceError] = []
     on_source_error = skipped.append if on_error == "skip" else None
@@ -152,16 +211,26 @@ def index(
         records = read_records(source, settings.source.text_fields, settings.source.id_field, on_source_error)
         with Index.for_adding(name, settings, lock_timeout) as target, _progress() as progress:
             task = progress.add_task(f"Indexing into {target.name}", total=None)
-            report = target.add(records, settings.runtime.batch_size, settings.runtime.batch_tokens,
-                                lambda done: progress.advance(task, done))
+            report = target.add(
+                records,
+                settings.runtime.batch_size,
+                settings.runtime.batch_tokens,
+                lambda done: progress.advance(task, done),
+            )
         indexed = target.name
     say(_summary(report, indexed))
     if skipped:
         say(f"Skipped {len(skipped):,} malformed records; the first: {skipped[0]}", errors)
 
 
-def _index_on_ray(source: str, name: str, settings: Settings, on_error: Callable[[SourceError], None] | None,
-                  lock_timeout: float | None, cluster: tuple[str | None, int, float, int]) -> tuple[AddReport, str]:
+def _index_on_ray(
+    source: str,
+    name: str,
+    settings: Settings,
+    on_error: Callable[[SourceError], None] | None,
+    lock_timeout: float | None,
+    cluster: tuple[str | None, int, float, int],
+) -> tuple[AddReport, str]:
     # Imported here, not at the top: Ray is an optional extra and slow to import.
     from .distributed import RayOptions, index_on_ray
 
@@ -169,16 +238,24 @@ def _index_on_ray(source: str, name: str, settings: Settings, on_error: Callable
     with _progress() as progress:
         embedded = progress.add_task("Embedded on Ray", total=None)
         stored = progress.add_task(f"Stored into {indexed}", total=None)
-        report = index_on_ray(source, name, settings, RayOptions(*cluster), lock_timeout, on_error,
-                              lambda done: progress.advance(embedded, done), lambda done: progress.advance(stored, done))
+        report = index_on_ray(
+            source,
+            name,
+            settings,
+            RayOptions(*cluster),
+            lock_timeout,
+            on_error,
+            lambda done: progress.advance(embedded, done),
+            lambda done: progress.advance(stored, done),
+        )
     return report, indexed
 
 
 @app.command()
 def delete(
-    ids: Annotated[Optional[list[str]], typer.Argument(help="External ids of the documents to delete.")] = None,
+    ids: Annotated[list[str] | None, typer.Argument(help="External ids of the documents to delete.")] = None,
     name: IndexOption = ...,
-    from_file: Annotated[Optional[Path], typer.Option("--from", help="A file of ids, one per line.")] = None,
+    from_file: Annotated[Path | None, typer.Option("--from", help="A file of ids, one per line.")] = None,
     lock_timeout: LockTimeoutOption = None,
     home: HomeOption = None,
 ) -> None:
@@ -230,9 +307,14 @@ def check(
 @app.command()
 def reindex(
     name: IndexArgument,
-    index_type: Annotated[str, typer.Option("--index-type", help="auto (flat up to 50,000 vectors, then ivfpq), flat, ivf, ivfpq or hnsw.")],
-    nprobe: Annotated[Optional[int], typer.Option(help="IVF cells scanned per query (default: 1/16 of them, at least 8).")] = None,
-    ef_search: Annotated[Optional[int], typer.Option(help="HNSW search width (default 64).")] = None,
+    index_type: Annotated[
+        str,
+        typer.Option("--index-type", help="auto (flat up to 50,000 vectors, then ivfpq), flat, ivf, ivfpq or hnsw."),
+    ],
+    nprobe: Annotated[
+        int | None, typer.Option(help="IVF cells scanned per query (default: 1/16 of them, at least 8).")
+    ] = None,
+    ef_search: Annotated[int | None, typer.Option(help="HNSW search width (default 64).")] = None,
     lock_timeout: LockTimeoutOption = None,
     home: HomeOption = None,
 ) -> None:
@@ -267,8 +349,10 @@ def _progress() -> Progress:
 
 def _summary(report: AddReport, name: str) -> str:
     rate = report.documents / report.seconds if report.seconds else 0.0
-    parts = [f"Indexed {report.documents:,} documents into {name} in {report.seconds:.1f} s ({rate:,.1f} docs/s): "
-             f"{report.added:,} new, {report.updated:,} updated, {report.unchanged:,} unchanged"]
+    parts = [
+        f"Indexed {report.documents:,} documents into {name} in {report.seconds:.1f} s ({rate:,.1f} docs/s): "
+        f"{report.added:,} new, {report.updated:,} updated, {report.unchanged:,} unchanged"
+    ]
     if report.truncated:
         parts.append(f"{report.truncated:,} longer than {report.max_length} tokens were truncated")
     if report.skipped_empty:
@@ -284,8 +368,17 @@ def query(
     name: IndexOption,
     k: Annotated[int, typer.Option("-k", "--top-k", min=1, help="Number of results.")] = 10,
     mode: Annotated[str, typer.Option(help="dense (by meaning), keyword (BM25) or hybrid.")] = "dense",
-    min_score: Annotated[Optional[float], typer.Option("--min-score", help="Leave out results scoring below this.")] = None,
-    filters: Annotated[Optional[str], typer.Option("--filter", help='Only documents whose fields match, as JSON: \'{"product": "billing", "lang": {"in": ["en", "de"]}}\'.')] = None,
+    min_score: Annotated[
+        float | None, typer.Option("--min-score", help="Leave out results scoring below this.")
+    ] = None,
+    filters: Annotated[
+        str | None,
+        typer.Option(
+            "--filter",
+            help="Only documents whose fields match, as JSON: "
+            '\'{"product": "billing", "lang": {"in": ["en", "de"]}}\'.',
+        ),
+    ] = None,
     json_output: JsonOption = False,
     device: DeviceOption = None,
     home: HomeOption = None,
@@ -325,14 +418,27 @@ def _snippet(text: str, width: int = 120) -> str:
 @app.command()
 def serve(
     names: Annotated[list[str], typer.Option("--index", "-i", help="An index to serve (repeat for several).")],
-    host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 opens the server to the network.")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(help="Address to listen on; 0.0.0.0 opens the server to the network.")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
-    api_key_env: Annotated[Optional[str], typer.Option(
-        "--api-key-env", help="Environment variable holding an API key, then required as `Authorization: Bearer KEY` "
-        "on every endpoint but /healthz and /readyz.")] = None,
-    workers: Annotated[int, typer.Option(min=1, help="Server processes, each loading the indexes and models once.")] = 1,
-    cors_origins: Annotated[Optional[list[str]], typer.Option(
-        "--cors-origin", help="Let web pages from this origin call the API (repeat for several); off by default.")] = None,
+    api_key_env: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key-env",
+            help="Environment variable holding an API key, then required as `Authorization: Bearer KEY` "
+            "on every endpoint but /healthz and /readyz.",
+        ),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Server processes, each loading the indexes and models once.")
+    ] = 1,
+    cors_origins: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--cors-origin", help="Let web pages from this origin call the API (repeat for several); off by default."
+        ),
+    ] = None,
     home: HomeOption = None,
 ) -> None:
     """Serve indexes over HTTP: JSON search and document updates for support tools; API docs at /docs."""
@@ -375,8 +481,15 @@ def list_command(json_output: JsonOption = False, home: HomeOption = None) -> No
     rows = []
     for name in list_indexes(home):
         details = describe_index(name, home)
-        rows.append({"name": name, "documents": details["documents"], "model": details["manifest"]["model"],
-                     "size_bytes": details["size_bytes"], "path": details["path"]})
+        rows.append(
+            {
+                "name": name,
+                "documents": details["documents"],
+                "model": details["manifest"]["model"],
+                "size_bytes": details["size_bytes"],
+                "path": details["path"],
+            }
+        )
     if json_output:
         _print_json(rows)
         return
@@ -394,7 +507,9 @@ def demo() -> None:
         answers = run_demo(home)
     table = Table("customer question", "matched FAQ entry", "score", "", title="Questions → best FAQ match")
     for answer in answers:
-        table.add_row(answer.question, answer.matched_question, f"{answer.hit.score:.3f}", "✓" if answer.correct else "✗")
+        table.add_row(
+            answer.question, answer.matched_question, f"{answer.hit.score:.3f}", "✓" if answer.correct else "✗"
+        )
     console.print(table)
     correct = sum(answer.correct for answer in answers)
     say(f"{correct} of {len(answers)} questions found their FAQ entry, with no shared keywords.")
@@ -403,7 +518,7 @@ def demo() -> None:
 @app.command()
 def tokens(
     text: Annotated[str, typer.Argument(help="Text to tokenize.")],
-    pair: Annotated[Optional[str], typer.Option("--pair", help="A second sentence (segment 1).")] = None,
+    pair: Annotated[str | None, typer.Option("--pair", help="A second sentence (segment 1).")] = None,
     model: ModelOption = None,
     json_output: JsonOption = False,
 ) -> None:
@@ -413,7 +528,7 @@ def tokens(
         _print_json({"tokens": view.tokens, "ids": view.ids, "segments": view.segments, "mask": view.mask})
         return
     table = Table("position", "token", "id", "segment", "mask")
-    for position, row in enumerate(zip(view.tokens, view.ids, view.segments, view.mask)):
+    for position, row in enumerate(zip(view.tokens, view.ids, view.segments, view.mask, strict=True)):
         table.add_row(str(position), *map(str, row))
     console.print(table)
 
@@ -424,7 +539,9 @@ def words(
     strategy: StrategyOption = "sum4",
     subword: SubwordOption = "mean",
     per_token: Annotated[bool, typer.Option("--tokens", help="One vector per token instead of per word.")] = False,
-    dims: Annotated[Optional[int], typer.Option("--dims", min=1, help="Print only the first N values of each vector.")] = None,
+    dims: Annotated[
+        int | None, typer.Option("--dims", min=1, help="Print only the first N values of each vector.")
+    ] = None,
     model: ModelOption = None,
     json_output: JsonOption = False,
 ) -> None:
@@ -432,14 +549,20 @@ def words(
     found = inspector(model)
     if per_token:
         key, labels = "tokens", ("position", "token")
-        rows = [({"position": i, "token": token}, str(i), token, vector)
-                for i, (token, vector) in enumerate(found.token_vectors(text, strategy))]
+        rows = [
+            ({"position": i, "token": token}, str(i), token, vector)
+            for i, (token, vector) in enumerate(found.token_vectors(text, strategy))
+        ]
     else:
         key, labels = "words", ("word", "pieces")
-        rows = [({"word": w.word, "pieces": w.pieces}, w.word, " ".join(w.pieces), w.vector)
-                for w in found.word_vectors(text, strategy, subword)]
+        rows = [
+            ({"word": w.word, "pieces": w.pieces}, w.word, " ".join(w.pieces), w.vector)
+            for w in found.word_vectors(text, strategy, subword)
+        ]
     if json_output:
-        _print_json({"strategy": strategy, key: [entry | {"vector": vector[:dims].tolist()} for entry, _, _, vector in rows]})
+        _print_json(
+            {"strategy": strategy, key: [entry | {"vector": vector[:dims].tolist()} for entry, _, _, vector in rows]}
+        )
         return
     shown = dims or 6
     table = Table(*labels, "size", f"first {shown} values", title=f"{key} ({strategy})", title_justify="left")
@@ -462,12 +585,14 @@ def context(
     if plot:
         plot_context(report, plot)
     if json_output:
-        _print_json({
-            "word": report.word,
-            "positions": report.positions,
-            "layers": [{"layer": layer, "pairs": _pairs(pairs)} for layer, pairs in enumerate(report.layers)],
-            "strategy": {"name": report.strategy, "pairs": _pairs(report.strategy_pairs)},
-        })
+        _print_json(
+            {
+                "word": report.word,
+                "positions": report.positions,
+                "layers": [{"layer": layer, "pairs": _pairs(pairs)} for layer, pairs in enumerate(report.layers)],
+                "strategy": {"name": report.strategy, "pairs": _pairs(report.strategy_pairs)},
+            }
+        )
         return
     _context_table(report)
     if plot:
@@ -480,8 +605,12 @@ def _pairs(pairs: list[PairCosine]) -> list[dict[str, Any]]:
 
 def _context_table(report: ContextReport) -> None:
     columns = [f"{report.word}@{pair.a} vs @{pair.b}" for pair in report.strategy_pairs]
-    table = Table("layer", *columns, title=f"{report.word!r} at token positions {report.positions}: cosine similarity",
-                  title_justify="left")
+    table = Table(
+        "layer",
+        *columns,
+        title=f"{report.word!r} at token positions {report.positions}: cosine similarity",
+        title_justify="left",
+    )
     for layer, pairs in enumerate(report.layers):
         table.add_row("0 (embeddings)" if layer == 0 else str(layer), *(f"{pair.cosine:.3f}" for pair in pairs))
     table.add_row(report.strategy, *(f"{pair.cosine:.3f}" for pair in report.strategy_pairs), style="bold")
@@ -491,8 +620,12 @@ def _context_table(report: ContextReport) -> None:
 @app.command()
 def hist(
     text: Annotated[str, typer.Argument(help="Text containing the token.")],
-    token: Annotated[int, typer.Option("--token", help="Token position, as `searcher tokens` numbers them ([CLS] = 0).")],
-    layer: Annotated[int, typer.Option("--layer", help="Hidden layer: 0 = embeddings, negative counts from the end.")] = -1,
+    token: Annotated[
+        int, typer.Option("--token", help="Token position, as `searcher tokens` numbers them ([CLS] = 0).")
+    ],
+    layer: Annotated[
+        int, typer.Option("--layer", help="Hidden layer: 0 = embeddings, negative counts from the end.")
+    ] = -1,
     plot: PlotOption = None,
     model: ModelOption = None,
     json_output: JsonOption = False,
@@ -501,14 +634,26 @@ def hist(
     stats = inspector(model).feature_stats(text, token, layer)
     if plot:
         plot_histogram(stats, plot)
-    summary = {"token": stats.token, "position": stats.position, "layer": stats.layer, "features": len(stats.values),
-               "min": stats.minimum, "max": stats.maximum, "mean": float(stats.values.mean()),
-               "std": float(stats.values.std()), "percentiles": stats.percentiles}
+    summary = {
+        "token": stats.token,
+        "position": stats.position,
+        "layer": stats.layer,
+        "features": len(stats.values),
+        "min": stats.minimum,
+        "max": stats.maximum,
+        "mean": float(stats.values.mean()),
+        "std": float(stats.values.std()),
+        "percentiles": stats.percentiles,
+    }
     if json_output:
         _print_json(summary)
         return
-    table = Table("statistic", "value", title=f"token {stats.token!r} at position {stats.position}, layer {stats.layer}",
-                  title_justify="left")
+    table = Table(
+        "statistic",
+        "value",
+        title=f"token {stats.token!r} at position {stats.position}, layer {stats.layer}",
+        title_justify="left",
+    )
     for key in ("features", "min", "max", "mean", "std"):
         table.add_row(key, f"{summary[key]:.4f}" if isinstance(summary[key], float) else str(summary[key]))
     for percent, value in stats.percentiles.items():
@@ -520,11 +665,15 @@ def hist(
 
 @app.command()
 def embed(
-    texts: Annotated[Optional[list[str]], typer.Argument(help="Texts to embed.")] = None,
+    texts: Annotated[list[str] | None, typer.Argument(help="Texts to embed.")] = None,
     stdin: Annotated[bool, typer.Option("--stdin", help="Read one text per line from standard input.")] = False,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write here instead of standard output.")] = None,
-    output_format: Annotated[Optional[str], typer.Option("--format", help="npy or jsonl (default: npy for a .npy --out, else jsonl).")] = None,
-    name: Annotated[Optional[str], typer.Option("--index", "-i", help="Embed exactly as this index does (its manifest's settings).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write here instead of standard output.")] = None,
+    output_format: Annotated[
+        str | None, typer.Option("--format", help="npy or jsonl (default: npy for a .npy --out, else jsonl).")
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option("--index", "-i", help="Embed exactly as this index does (its manifest's settings).")
+    ] = None,
     model: ModelOption = None,
     layer: LayerOption = None,
     pooling: PoolingOption = None,
@@ -548,7 +697,9 @@ def embed(
     else:
         from .embedder import Embedder  # torch: imported only by the commands that run a model
 
-        settings = EmbeddingSettings(model, "auto" if layer is None else layer, pooling or "auto", max_length, precision or "auto")
+        settings = EmbeddingSettings(
+            model, "auto" if layer is None else layer, pooling or "auto", max_length, precision or "auto"
+        )
         embedder = Embedder(settings, device or "auto")
     vectors = np.zeros((len(texts), embedder.dimension), dtype=np.float32)
     truncated = 0
@@ -559,8 +710,10 @@ def embed(
     if truncated:
         say(f"Warning: {truncated} text(s) longer than {embedder.max_length} tokens were truncated", errors)
     if out:
-        say(f"Wrote {len(texts)} vectors of dimension {embedder.dimension} to {out} "
-                      f"({embedder.model_id}, layer {embedder.layer}, {embedder.pooling} pooling, {embedder.precision})")
+        say(
+            f"Wrote {len(texts)} vectors of dimension {embedder.dimension} to {out} "
+            f"({embedder.model_id}, layer {embedder.layer}, {embedder.pooling} pooling, {embedder.precision})"
+        )
 
 
 def _write_vectors(texts: list[str], vectors: np.ndarray, output_format: str, out: Path | None) -> None:
@@ -568,7 +721,9 @@ def _write_vectors(texts: list[str], vectors: np.ndarray, output_format: str, ou
         if output_format == "npy":
             np.save(out, vectors)
             return
-        lines = "".join(json.dumps({"text": t, "vector": v.tolist()}) + "\n" for t, v in zip(texts, vectors))
+        lines = "".join(
+            json.dumps({"text": t, "vector": v.tolist()}) + "\n" for t, v in zip(texts, vectors, strict=True)
+        )
         if out:
             out.write_text(lines, encoding="utf-8")
         else:
@@ -579,7 +734,9 @@ def _write_vectors(texts: list[str], vectors: np.ndarray, output_format: str, ou
 
 @app.command("eval")
 def eval_command(
-    dataset: Annotated[Path, typer.Argument(help="A BEIR directory (corpus, queries, qrels) or an STS-B file or directory.")],
+    dataset: Annotated[
+        Path, typer.Argument(help="A BEIR directory (corpus, queries, qrels) or an STS-B file or directory.")
+    ],
     split: Annotated[str, typer.Option(help="Which qrels/SPLIT.tsv (or sts-SPLIT.csv) to score.")] = "test",
     model: ModelOption = None,
     layer: Annotated[str, typer.Option(help="auto or integers, comma-separated to compare several.")] = "auto",
@@ -590,13 +747,18 @@ def eval_command(
     batch_tokens: BatchTokensOption = None,
     device: DeviceOption = None,
     precision: PrecisionOption = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Also write the JSON results to this file.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Also write the JSON results to this file.")] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Score retrieval (nDCG@10, recall, MRR, top-1) or STS correlation on a dataset, via a temporary index."""
     data = load_dataset(dataset, split)
     base = Settings().replace(
-        model=model, max_length=max_length, batch_size=batch_size, batch_tokens=batch_tokens, device=device, precision=precision,
+        model=model,
+        max_length=max_length,
+        batch_size=batch_size,
+        batch_tokens=batch_tokens,
+        device=device,
+        precision=precision,
     )
     configs = sweep(_split_list(layer), _split_list(pooling), base)
     results = evaluate(data, configs, _split_list(mode), progress=lambda step: say(f"Evaluating {step}…", errors))
@@ -614,9 +776,13 @@ def eval_command(
 
 @app.command("calibrate")
 def calibrate_command(
-    dataset: Annotated[Path, typer.Argument(help="A BEIR directory whose corpus is in the index, with judged queries.")],
+    dataset: Annotated[
+        Path, typer.Argument(help="A BEIR directory whose corpus is in the index, with judged queries.")
+    ],
     name: IndexOption,
-    target_precision: Annotated[float, typer.Option("--target-precision", help="Top-1 precision the answered questions must reach.")] = 0.9,
+    target_precision: Annotated[
+        float, typer.Option("--target-precision", help="Top-1 precision the answered questions must reach.")
+    ] = 0.9,
     split: Annotated[str, typer.Option(help="Which qrels/SPLIT.tsv holds the judgments.")] = "test",
     mode: Annotated[str, typer.Option(help="The search mode to calibrate: dense, keyword or hybrid.")] = "dense",
     home: HomeOption = None,
@@ -630,7 +796,7 @@ def calibrate_command(
     say(
         f"Threshold {result.threshold:.4f} for {mode} search in {name}: top-1 precision {result.precision:.3f} "
         f"on the {result.coverage:.1%} of {result.queries:,} questions scoring at least that; "
-        "the others now get \"no good match\"."
+        'the others now get "no good match".'
     )
 
 
@@ -641,12 +807,17 @@ def _split_list(value: str) -> list[str]:
 def _results_table(results: list[dict[str, Any]], title: str) -> None:
     """Configurations side by side, the best value of each metric in bold with a star."""
     metrics = STS_METRICS if "spearman" in results[0] else RETRIEVAL_METRICS
-    labels = [" ".join(str(value) for key, value in r["config"].items() if key in ("layer", "pooling", "mode")) for r in results]
+    labels = [
+        " ".join(str(value) for key, value in r["config"].items() if key in ("layer", "pooling", "mode"))
+        for r in results
+    ]
     table = Table("metric", *(f"layer {label}" for label in labels), title=title, title_justify="left")
     for metric in metrics:
         best = max(r[metric] for r in results)
-        cells = [f"[bold]{r[metric]:.4f} ★[/bold]" if len(results) > 1 and r[metric] == best else f"{r[metric]:.4f}"
-                 for r in results]
+        cells = [
+            f"[bold]{r[metric]:.4f} ★[/bold]" if len(results) > 1 and r[metric] == best else f"{r[metric]:.4f}"
+            for r in results
+        ]
         table.add_row(metric, *cells)
     for key in results[0]["seconds"]:
         table.add_row(f"{key} s", *(f"{r['seconds'][key]:.1f}" for r in results))

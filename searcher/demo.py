@@ -48,5 +48,7 @@ def run_demo(home: str | Path) -> list[DemoAnswer]:
         index.add(read_records(faq_file))
         questions = read_jsonl(example_file("demo_questions.jsonl"))
         hits = index.search_many([entry["question"] for entry in questions], k=1)
-    return [DemoAnswer(entry["question"], entry["expected"], found[0], faq_questions[found[0].id])
-            for entry, found in zip(questions, hits)]
+    return [
+        DemoAnswer(entry["question"], entry["expected"], found[0], faq_questions[found[0].id])
+        for entry, found in zip(questions, hits, strict=True)
+    ]

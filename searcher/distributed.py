@@ -32,7 +32,16 @@ from .embedder import EmbeddedDocuments, Embedder
 from .errors import ConfigError, ModelMismatchError, SearcherError, SourceError
 from .index import Index
 from .manifest import EmbeddingSpec
-from .sources import DIRECTORY_SUFFIXES, FILE_FORMATS, OnError, Record, check_file_format, read_records, read_rows, read_stream
+from .sources import (
+    DIRECTORY_SUFFIXES,
+    FILE_FORMATS,
+    OnError,
+    Record,
+    check_file_format,
+    read_records,
+    read_rows,
+    read_stream,
+)
 from .store import content_hash, document_key, fields_json
 from .writes import AddReport, latest_documents
 
@@ -128,7 +137,9 @@ def add_source(
             tally = dict.fromkeys(READ_COUNTS, 0)
             skipped: list[SourceError] = []
             shards = _embedded_shards(index, files, read, runtime, options, staging)
-            report = index.add_embedded(_staged_shards(_arrivals(shards, tally, skipped, on_embedded), dimension), on_stored)
+            report = index.add_embedded(
+                _staged_shards(_arrivals(shards, tally, skipped, on_embedded), dimension), on_stored
+            )
     if not tally["read"] and not skipped and not leftover.documents:
         raise SourceError(f"{source}: no documents found")
     # The read tasks found the documents of leftover shards stored already: they count once, as stored then.
@@ -165,7 +176,9 @@ def source_files(source: str) -> list[str]:
         return [corpus]
     found = filesystem.get_file_info(pyarrow.fs.FileSelector(path, recursive=True))
     names = sorted(entry.path for entry in found if entry.type == pyarrow.fs.FileType.File)
-    shards = [name for name in names if Path(name).suffix.lower() in SHARD_FORMATS and Path(name).suffix.lower() != ".txt"]
+    shards = [
+        name for name in names if Path(name).suffix.lower() in SHARD_FORMATS and Path(name).suffix.lower() != ".txt"
+    ]
     if shards:
         scheme = source.split("://")[0] + "://" if "://" in source else ""
         return [scheme + name for name in shards]
@@ -185,13 +198,27 @@ def _embedded_shards(
 ) -> Iterator[dict[str, Any]]:
     """Rows coming back from the actors, one per shard, in source order."""
     reading = {"read": read, "stored": ray.put(index.stored_keys()), "shard_documents": options.shard_documents}
-    embed = {"spec": index.manifest.spec, "device": "cuda" if options.gpus_per_actor else "cpu",
-             "batch_size": runtime.batch_size, "batch_tokens": runtime.batch_tokens, "staging": str(staging)}
+    embed = {
+        "spec": index.manifest.spec,
+        "device": "cuda" if options.gpus_per_actor else "cpu",
+        "batch_size": runtime.batch_size,
+        "batch_tokens": runtime.batch_tokens,
+        "staging": str(staging),
+    }
     with _data_context():
-        dataset = ray.data.from_items([{"number": i, "path": path} for i, path in enumerate(files)], override_num_blocks=len(files))
+        dataset = ray.data.from_items(
+            [{"number": i, "path": path} for i, path in enumerate(files)], override_num_blocks=len(files)
+        )
         # One shard per block, so that the actors share the shards of one file rather than one actor taking them all.
-        shards = dataset.flat_map(_read_shards, fn_kwargs=reading).repartition(target_num_rows_per_block=1).map(
-            _EmbedActor, fn_constructor_kwargs=embed, concurrency=(1, options.actors), num_gpus=options.gpus_per_actor
+        shards = (
+            dataset.flat_map(_read_shards, fn_kwargs=reading)
+            .repartition(target_num_rows_per_block=1)
+            .map(
+                _EmbedActor,
+                fn_constructor_kwargs=embed,
+                concurrency=(1, options.actors),
+                num_gpus=options.gpus_per_actor,
+            )
         )
         try:
             yield from shards.iter_rows()
@@ -221,20 +248,34 @@ def _read_shards(row: dict[str, Any], read: ReadOptions, stored: Any, shard_docu
     errors: list[str] = []
     on_error = (lambda error: errors.append(str(error))) if read.skip_errors else None
     documents, received, empty = latest_documents(_file_records(row["path"], read.source_format, on_error))
-    keys = np.array([document_key(d.id, content_hash(d.text, d.phrasings), fields_json(d.fields), 1 + len(d.phrasings))
-                     for d in documents], dtype=np.int64)
+    keys = np.array(
+        [
+            document_key(d.id, content_hash(d.text, d.phrasings), fields_json(d.fields), 1 + len(d.phrasings))
+            for d in documents
+        ],
+        dtype=np.int64,
+    )
     positions = np.searchsorted(stored, keys).clip(max=max(len(stored) - 1, 0))
     is_stored = (stored[positions] == keys) if len(stored) else np.zeros(len(keys), dtype=bool)
-    pending = [document for document, known in zip(documents, is_stored) if not known]
-    counts = {"read": received, "empty": empty, "duplicates": received - len(documents) - empty, "unchanged": int(is_stored.sum())}
+    pending = [document for document, known in zip(documents, is_stored, strict=True) if not known]
+    counts = {
+        "read": received,
+        "empty": empty,
+        "duplicates": received - len(documents) - empty,
+        "unchanged": int(is_stored.sum()),
+    }
     for start in range(0, max(len(pending), 1), shard_documents):
-        chunk = pending[start:start + shard_documents]
-        yield {"shard": f"{row['number']:06d}-{start // shard_documents:06d}", "errors": errors if start == 0 else [],
-               "records": json.dumps([[d.id, d.text, d.fields, list(d.phrasings)] for d in chunk])} | \
-              {name: count if start == 0 else 0 for name, count in counts.items()}
+        chunk = pending[start : start + shard_documents]
+        yield {
+            "shard": f"{row['number']:06d}-{start // shard_documents:06d}",
+            "errors": errors if start == 0 else [],
+            "records": json.dumps([[d.id, d.text, d.fields, list(d.phrasings)] for d in chunk]),
+        } | {name: count if start == 0 else 0 for name, count in counts.items()}
 
 
-def _file_records(path: str, source_format: SourceFormat, on_error: Callable[[SourceError], None] | None) -> Iterator[Record]:
+def _file_records(
+    path: str, source_format: SourceFormat, on_error: Callable[[SourceError], None] | None
+) -> Iterator[Record]:
     arguments = (source_format.text_fields, source_format.id_field, on_error)
     if "://" not in path and Path(path).is_dir():  # a directory of .txt/.md documents
         yield from read_records(path, *arguments)
@@ -247,8 +288,13 @@ def _file_records(path: str, source_format: SourceFormat, on_error: Callable[[So
         yield from read_stream(io.TextIOWrapper(raw, encoding="utf-8", newline=""), path, *arguments)
 
 
-def _parquet_records(filesystem: Any, location: str, name: str, source_format: SourceFormat,
-                     on_error: Callable[[SourceError], None] | None) -> Iterator[Record]:
+def _parquet_records(
+    filesystem: Any,
+    location: str,
+    name: str,
+    source_format: SourceFormat,
+    on_error: Callable[[SourceError], None] | None,
+) -> Iterator[Record]:
     try:
         batches = pq.ParquetFile(filesystem.open_input_file(location)).iter_batches()
         rows = (row for batch in batches for row in batch.to_pylist())
@@ -263,11 +309,16 @@ class _EmbedActor:
     def __init__(self, spec: EmbeddingSpec, device: str, batch_size: int, batch_tokens: int, staging: str) -> None:
         self.embedder = Embedder(spec.settings(), device)
         if self.embedder.spec != spec:
-            raise ModelMismatchError(f"the model on this Ray worker ({self.embedder.model_dir}) differs from the index's")
+            raise ModelMismatchError(
+                f"the model on this Ray worker ({self.embedder.model_dir}) differs from the index's"
+            )
         self.batch_size, self.batch_tokens, self.staging = batch_size, batch_tokens, Path(staging)
 
     def __call__(self, shard: dict[str, Any]) -> dict[str, Any]:
-        records = [Record(id, text, fields, tuple(phrasings)) for id, text, fields, phrasings in json.loads(shard.pop("records"))]
+        records = [
+            Record(id, text, fields, tuple(phrasings))
+            for id, text, fields, phrasings in json.loads(shard.pop("records"))
+        ]
         if not records:
             return shard | {"staged": "", "embedded": 0}
         counts = [1 + len(record.phrasings) for record in records]
@@ -280,14 +331,17 @@ class _EmbedActor:
             vectors[rows] = embedded.vectors
             truncated += embedded.truncated
             model_seconds += embedded.model_seconds
-        table = pa.table({
-            "id": [record.id for record in records],
-            "text": [record.text for record in records],
-            "fields": [json.dumps(record.fields) for record in records],
-            "phrasings": [list(record.phrasings) for record in records],
-            "content_hash": [content_hash(record.text, record.phrasings) for record in records],
-            "vectors": [vectors[starts[i]:starts[i + 1]].ravel() for i in range(len(records))],
-        }, metadata={"truncated": str(truncated), "model_seconds": str(model_seconds)})
+        table = pa.table(
+            {
+                "id": [record.id for record in records],
+                "text": [record.text for record in records],
+                "fields": [json.dumps(record.fields) for record in records],
+                "phrasings": [list(record.phrasings) for record in records],
+                "content_hash": [content_hash(record.text, record.phrasings) for record in records],
+                "vectors": [vectors[starts[i] : starts[i + 1]].ravel() for i in range(len(records))],
+            },
+            metadata={"truncated": str(truncated), "model_seconds": str(model_seconds)},
+        )
         # Written aside and renamed, so that a staged file is always whole.
         staged = self.staging / f"{shard['shard']}.parquet"
         partial = self.staging / f".{shard['shard']}.{uuid.uuid4().hex}.partial"
@@ -296,8 +350,12 @@ class _EmbedActor:
         return shard | {"staged": str(staged), "embedded": len(records)}
 
 
-def _arrivals(shards: Iterator[dict[str, Any]], tally: dict[str, int], skipped: list[SourceError],
-              on_embedded: Callable[[int], None] | None) -> Iterator[Path]:
+def _arrivals(
+    shards: Iterator[dict[str, Any]],
+    tally: dict[str, int],
+    skipped: list[SourceError],
+    on_embedded: Callable[[int], None] | None,
+) -> Iterator[Path]:
     """The staged files of arriving shards, while counting what the read tasks saw."""
     for shard in shards:
         for name in READ_COUNTS:
@@ -314,12 +372,25 @@ def _staged_shards(paths: Iterable[Path], dimension: int) -> Iterator[tuple[list
     for path in paths:
         table = pq.read_table(path)
         columns = table.to_pydict()
-        records = [Record(id, text, json.loads(fields), tuple(phrasings))
-                   for id, text, fields, phrasings in zip(columns["id"], columns["text"], columns["fields"], columns["phrasings"])]
+        records = [
+            Record(id, text, json.loads(fields), tuple(phrasings))
+            for id, text, fields, phrasings in zip(
+                columns["id"], columns["text"], columns["fields"], columns["phrasings"], strict=True
+            )
+        ]
         metadata = {key.decode(): value.decode() for key, value in (table.schema.metadata or {}).items()}
-        vectors = np.concatenate([np.asarray(row, dtype=np.float32) for row in columns["vectors"]] or [np.empty(0, np.float32)])
-        yield records, EmbeddedDocuments(list(range(len(records))), vectors.reshape(-1, dimension),
-                                         int(metadata.get("truncated", 0)), float(metadata.get("model_seconds", 0)))
+        vectors = np.concatenate(
+            [np.asarray(row, dtype=np.float32) for row in columns["vectors"]] or [np.empty(0, np.float32)]
+        )
+        yield (
+            records,
+            EmbeddedDocuments(
+                list(range(len(records))),
+                vectors.reshape(-1, dimension),
+                int(metadata.get("truncated", 0)),
+                float(metadata.get("model_seconds", 0)),
+            ),
+        )
         path.unlink()  # reached when the next shard is asked for: this one is committed
 
 

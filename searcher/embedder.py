@@ -39,7 +39,11 @@ MAX_CHARS_PER_TOKEN = 101
 # Files whose bytes decide what a text's vector is: weights, tokenizer vocabulary, architecture.
 FINGERPRINT_PATTERNS = ("*.safetensors", "*.bin", "config.json", "tokenizer.json", "vocab.txt", "*.model")
 # The trained-pooling modes of sentence-transformers' Pooling config that searcher can reproduce.
-TRAINED_POOLING_MODES = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls", "pooling_mode_max_tokens": "max"}
+TRAINED_POOLING_MODES = {
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_max_tokens": "max",
+}
 # Documents tokenized and length-sorted together: memory stays bounded whatever the corpus, and batches
 # within such a group are as well packed as in a sort of the whole corpus.
 STREAM_DOCUMENTS = 4096
@@ -295,7 +299,7 @@ class Embedder:
             )
         ids: list[list[int]] = [[] for _ in texts]
         pieces = np.bincount(encoded["overflow_to_sample_mapping"], minlength=len(texts))
-        for chunk, sample in zip(encoded["input_ids"], encoded["overflow_to_sample_mapping"]):
+        for chunk, sample in zip(encoded["input_ids"], encoded["overflow_to_sample_mapping"], strict=True):
             if not ids[sample]:
                 ids[sample] = chunk
         was_cut = np.array([len(text) > longest for text in texts])
@@ -334,8 +338,9 @@ class Embedder:
             positions = [position for i in batch for position in texts_of[i]]
             started = time.perf_counter()
             vectors = self._forward([tokenized.ids[position] for position in positions])
-            yield EmbeddedDocuments(batch, vectors, sum(tokenized.cut[position] for position in positions),
-                                    time.perf_counter() - started)
+            yield EmbeddedDocuments(
+                batch, vectors, sum(tokenized.cut[position] for position in positions), time.perf_counter() - started
+            )
 
     def embed(self, texts: Sequence[str], batch_size: int = BATCH_SIZE, batch_tokens: int = BATCH_TOKENS) -> np.ndarray:
         """Vectors for TEXTS, in input order, shape (len(texts), dimension): `embed_documents` without phrasings."""
@@ -376,8 +381,8 @@ class Embedder:
         padded = np.full((len(ids), max(map(len, ids))), self.tokenizer.pad_token_id or 0, dtype=np.int64)
         present = np.zeros(padded.shape, dtype=np.int64)
         for row, sequence in enumerate(ids):
-            padded[row, :len(sequence)] = sequence
-            present[row, :len(sequence)] = 1
+            padded[row, : len(sequence)] = sequence
+            present[row, : len(sequence)] = 1
         mask = torch.from_numpy(present).to(self.device)
         ids = torch.from_numpy(padded).to(self.device)
         if self.layer in (-1, self.model.config.num_hidden_layers):
@@ -387,7 +392,9 @@ class Embedder:
         # Pooling sums up to max_length token vectors: done in float32 whatever the model's precision.
         return F.normalize(pool(hidden.float(), mask, self.pooling), dim=-1).cpu().numpy()
 
-    def _run(self, ids: torch.Tensor, mask: torch.Tensor, segments: torch.Tensor | None = None, all_layers: bool = False) -> Any:
+    def _run(
+        self, ids: torch.Tensor, mask: torch.Tensor, segments: torch.Tensor | None = None, all_layers: bool = False
+    ) -> Any:
         """The model's forward pass, with every hidden state only when ALL_LAYERS is asked for."""
         inputs = {"input_ids": ids, "attention_mask": mask}
         if segments is not None and "token_type_ids" in self.tokenizer.model_input_names:
@@ -426,7 +433,10 @@ class _FingerprintCache:
     """sha256 of files by (path, size, mtime), so opening an index does not re-read the weights."""
 
     def __init__(self) -> None:
-        cache_home = os.environ.get("SEARCHER_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "searcher"
+        cache_home = (
+            os.environ.get("SEARCHER_CACHE_DIR")
+            or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "searcher"
+        )
         self.path = Path(cache_home) / "fingerprints.json"
         try:
             self.entries: dict[str, list] = json.loads(self.path.read_text(encoding="utf-8"))

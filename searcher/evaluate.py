@@ -21,8 +21,8 @@ import numpy as np
 
 from .config import Settings
 from .errors import CalibrationError, ConfigError, SourceError
-from .manifest import EmbeddingSpec
 from .index import Index
+from .manifest import EmbeddingSpec
 from .search import SEARCH_MODES
 from .sources import read_records
 
@@ -87,7 +87,9 @@ def load_sts(path: Path) -> list[tuple[str, str, float]]:
             try:
                 pairs.append((row[5], row[6], float(row[4])))
             except (IndexError, ValueError):
-                raise SourceError(f"{path}:{line_number}: expected a score in column 5 and sentences in columns 6 and 7") from None
+                raise SourceError(
+                    f"{path}:{line_number}: expected a score in column 5 and sentences in columns 6 and 7"
+                ) from None
     return pairs
 
 
@@ -136,7 +138,10 @@ def evaluate(
 
 def evaluate_retrieval(dataset: BeirDataset, settings: Settings, modes: Sequence[str]) -> list[dict[str, Any]]:
     """Index the corpus into a temporary index, then run every judged query in each mode."""
-    with tempfile.TemporaryDirectory(prefix="searcher-eval-") as home, Index.create("eval", settings, home=home) as index:
+    with (
+        tempfile.TemporaryDirectory(prefix="searcher-eval-") as home,
+        Index.create("eval", settings, home=home) as index,
+    ):
         started = time.perf_counter()
         report = index.add(read_records(dataset.path), settings.runtime.batch_size, settings.runtime.batch_tokens)
         indexed = time.perf_counter()
@@ -144,17 +149,21 @@ def evaluate_retrieval(dataset: BeirDataset, settings: Settings, modes: Sequence
         for mode in modes:
             started_queries = time.perf_counter()
             hits = index.search_many(list(dataset.queries.values()), RETRIEVAL_DEPTH, mode=mode)
-            rankings = {query_id: [hit.id for hit in found] for query_id, found in zip(dataset.queries, hits)}
+            rankings = {
+                query_id: [hit.id for hit in found] for query_id, found in zip(dataset.queries, hits, strict=True)
+            }
             searched = time.perf_counter() - started_queries
-            results.append({
-                "dataset": dataset.name,
-                "config": _config(index.manifest.spec) | {"mode": mode},
-                **retrieval_metrics(rankings, dataset.qrels),
-                "queries": len(dataset.queries),
-                "docs": len(index),
-                "truncated": report.truncated,
-                "seconds": {"index": round(indexed - started, 2), "queries": round(searched, 2)},
-            })
+            results.append(
+                {
+                    "dataset": dataset.name,
+                    "config": _config(index.manifest.spec) | {"mode": mode},
+                    **retrieval_metrics(rankings, dataset.qrels),
+                    "queries": len(dataset.queries),
+                    "docs": len(index),
+                    "truncated": report.truncated,
+                    "seconds": {"index": round(indexed - started, 2), "queries": round(searched, 2)},
+                }
+            )
     return results
 
 
@@ -187,7 +196,6 @@ def _config(spec: EmbeddingSpec) -> dict[str, Any]:
     return {key: value for key, value in spec.as_dict().items() if key != "fingerprint"}
 
 
-
 @dataclass(frozen=True)
 class Calibration:
     """The lowest score threshold whose top-1 precision reaches the target, and what it costs in coverage."""
@@ -210,14 +218,21 @@ def calibrate(index: Index, dataset: BeirDataset, target: float, mode: str = "de
     if not 0 < target <= 1:
         raise ConfigError(f"precision must be between 0 and 1, got {target}")
     outcomes = []
-    for query_id, best in zip(dataset.queries, index.search_many(list(dataset.queries.values()), 1, mode)):
+    for query_id, best in zip(dataset.queries, index.search_many(list(dataset.queries.values()), 1, mode), strict=True):
         outcomes.append((best[0].score, best[0].id in dataset.qrels[query_id]) if best else (float("-inf"), False))
     threshold, precision, coverage = choose_threshold(outcomes, target)
     calibration = Calibration(mode, threshold, target, precision, coverage, len(outcomes))
-    index.set_threshold(mode, calibration.threshold, {
-        "dataset": dataset.name, "target_precision": target, "precision": calibration.precision,
-        "coverage": calibration.coverage, "queries": calibration.queries,
-    })
+    index.set_threshold(
+        mode,
+        calibration.threshold,
+        {
+            "dataset": dataset.name,
+            "target_precision": target,
+            "precision": calibration.precision,
+            "coverage": calibration.coverage,
+            "queries": calibration.queries,
+        },
+    )
     return calibration
 
 

@@ -43,7 +43,9 @@ class Index:
     `delete`, `reindex`, `check(repair=True)`) change files.
     """
 
-    def __init__(self, path: Path, store: DocumentStore, device: str = "auto", lock_timeout: float | None = None) -> None:
+    def __init__(
+        self, path: Path, store: DocumentStore, device: str = "auto", lock_timeout: float | None = None
+    ) -> None:
         self.path = path
         self._store = store
         self._device = device
@@ -100,7 +102,9 @@ class Index:
         return index
 
     @classmethod
-    def open_or_create(cls, name_or_path: str | Path, settings: Settings | None = None, home: str | Path | None = None) -> Index:
+    def open_or_create(
+        cls, name_or_path: str | Path, settings: Settings | None = None, home: str | Path | None = None
+    ) -> Index:
         """The existing index, checked against the embedding SETTINGS given, or a new one built with them."""
         settings = settings or Settings()
         path = index_path(name_or_path, home or settings.home)
@@ -112,7 +116,9 @@ class Index:
 
     @classmethod
     @contextmanager
-    def for_adding(cls, name_or_path: str | Path, settings: Settings, lock_timeout: float | None = None) -> Iterator[Index]:
+    def for_adding(
+        cls, name_or_path: str | Path, settings: Settings, lock_timeout: float | None = None
+    ) -> Iterator[Index]:
         """`open_or_create`, held open for a block of writes; a new index that the block leaves empty because
         it failed (a malformed source, say) is removed again, so a failed first run leaves nothing behind."""
         new = not is_index(index_path(name_or_path, settings.home))
@@ -166,7 +172,9 @@ class Index:
             return embedder
         differing = [name for name in wanted.differences(given) if name != "fingerprint"]
         if differing:
-            raise ModelMismatchError(f"index {self.name!r} embeds with other settings ({', '.join(differing)}) than this model")
+            raise ModelMismatchError(
+                f"index {self.name!r} embeds with other settings ({', '.join(differing)}) than this model"
+            )
         raise ModelMismatchError(
             f"index {self.name!r} was built with a different copy of {wanted.model} "
             f"(fingerprint {wanted.fingerprint[:12]}, now {given.fingerprint[:12]} at "
@@ -208,13 +216,18 @@ class Index:
         def embed(pending: list[Record]) -> Iterator[Embedded]:
             documents = ((record.text, record.phrasings) for record in pending)
             for batch in embedder.embed_documents(documents, batch_size, batch_tokens):
-                yield Embedded([pending[i] for i in batch.positions], batch.vectors, batch.truncated, batch.model_seconds)
+                yield Embedded(
+                    [pending[i] for i in batch.positions], batch.vectors, batch.truncated, batch.model_seconds
+                )
 
         with self.writing():
-            return self._writer().write(((chunk, embed) for chunk in chunked(records, WRITE_CHUNK)),
-                                        embedder.max_length, progress)
+            return self._writer().write(
+                ((chunk, embed) for chunk in chunked(records, WRITE_CHUNK)), embedder.max_length, progress
+            )
 
-    def add_embedded(self, shards: Iterable[tuple[list[Record], EmbeddedDocuments]], progress: Callable[[int], None] | None = None) -> AddReport:
+    def add_embedded(
+        self, shards: Iterable[tuple[list[Record], EmbeddedDocuments]], progress: Callable[[int], None] | None = None
+    ) -> AddReport:
         """Store documents embedded elsewhere (`searcher.distributed`), shard by shard.
 
         Each shard holds records and, in EMBEDDED, the vectors of every one of them (text, then phrasings), as
@@ -223,8 +236,11 @@ class Index:
         """
         dimension = self.manifest.dimension
         with self.writing():
-            return self._writer().write((_shard_chunk(records, embedded, dimension) for records, embedded in shards),
-                                        self.manifest.spec.max_length, progress)
+            return self._writer().write(
+                (_shard_chunk(records, embedded, dimension) for records, embedded in shards),
+                self.manifest.spec.max_length,
+                progress,
+            )
 
     def _writer(self) -> Writer:
         return Writer(self._store, self._vectors)
@@ -322,15 +338,20 @@ class Index:
         embed = options.needs_vector and len(self._vectors.vectors) > 0
         vectors = self.embedder.embed(list(texts)) if embed and texts else [None] * len(texts)
         threshold = self.manifest.threshold(mode)
-        return [ranker.hits(ranker.rank(text, vector, options), threshold) for text, vector in zip(texts, vectors)]
+        return [
+            ranker.hits(ranker.rank(text, vector, options), threshold)
+            for text, vector in zip(texts, vectors, strict=True)
+        ]
 
     def set_threshold(self, mode: str, threshold: float, calibration: dict[str, Any]) -> None:
         """Store the score under which MODE's hits are marked as no good match, and how it was chosen."""
         manifest = self.manifest
-        self._store.update_manifest({
-            "thresholds": manifest.thresholds | {mode: threshold},
-            "calibration": manifest.calibration | {mode: calibration},
-        })
+        self._store.update_manifest(
+            {
+                "thresholds": manifest.thresholds | {mode: threshold},
+                "calibration": manifest.calibration | {mode: calibration},
+            }
+        )
 
     def check(self, repair: bool = False) -> list[str]:
         """What is wrong with the index (empty: nothing); with REPAIR, first rebuild what can be rebuilt.
@@ -384,16 +405,20 @@ def index_info(path: Path, store: DocumentStore) -> dict[str, Any]:
     }
 
 
-def _shard_chunk(records: list[Record], embedded: EmbeddedDocuments, dimension: int) -> tuple[list[Record], Callable[[list[Record]], list[Embedded]]]:
+def _shard_chunk(
+    records: list[Record], embedded: EmbeddedDocuments, dimension: int
+) -> tuple[list[Record], Callable[[list[Record]], list[Embedded]]]:
     """A shard embedded elsewhere as a chunk for `Writer.write`: its embed step only looks vectors up."""
     starts = [0]
     for record in records:
         starts.append(starts[-1] + 1 + len(record.phrasings))
     expected = (starts[-1], dimension)
     if embedded.vectors.shape != expected:
-        raise IndexCorruptError(f"a shard of {len(records)} documents came with vectors of shape "
-                                f"{embedded.vectors.shape}; this index needs {expected}")
-    rows = {record.id: embedded.vectors[starts[i]:starts[i + 1]] for i, record in enumerate(records)}
+        raise IndexCorruptError(
+            f"a shard of {len(records)} documents came with vectors of shape "
+            f"{embedded.vectors.shape}; this index needs {expected}"
+        )
+    rows = {record.id: embedded.vectors[starts[i] : starts[i + 1]] for i, record in enumerate(records)}
 
     def vectors_of(pending: list[Record]) -> list[Embedded]:
         vectors = np.concatenate([rows[record.id] for record in pending] or [embedded.vectors[:0]])

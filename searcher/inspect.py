@@ -87,7 +87,9 @@ def combine_layers(states: np.ndarray, strategy: str) -> np.ndarray:
     if strategy not in ("sum4", "concat4", "mean4"):
         raise ConfigError(f"invalid strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
     if len(states) < 5:
-        raise ConfigError(f"strategy {strategy} needs 4 layers after the embeddings; this model has {len(states) - 1}: use layer:N")
+        raise ConfigError(
+            f"strategy {strategy} needs 4 layers after the embeddings; this model has {len(states) - 1}: use layer:N"
+        )
     last_four = states[-1:-5:-1]  # last layer first, as in the walkthrough's concatenation
     if strategy == "sum4":
         return last_four.sum(axis=0)
@@ -101,9 +103,13 @@ def _layer_index(states: np.ndarray, text: str | int) -> int:
     try:
         layer = int(text)
     except ValueError:
-        raise ConfigError(f"invalid layer {text!r}: use an integer from 0 (embeddings) to {layers}, or negative from the end") from None
+        raise ConfigError(
+            f"invalid layer {text!r}: use an integer from 0 (embeddings) to {layers}, or negative from the end"
+        ) from None
     if not -(layers + 1) <= layer <= layers:
-        raise ConfigError(f"layer {layer} does not exist: layers are 0 (embeddings) to {layers}, or {-(layers + 1)} to -1")
+        raise ConfigError(
+            f"layer {layer} does not exist: layers are 0 (embeddings) to {layers}, or {-(layers + 1)} to -1"
+        )
     return layer % (layers + 1)
 
 
@@ -156,12 +162,14 @@ class Inspector:
         """(token, vector) for every token, [CLS] and [SEP] included."""
         encoding = self.embedder.encode(text)
         vectors = combine_layers(self.embedder.hidden_states(encoding), strategy)
-        return list(zip(encoding.tokens, vectors))
+        return list(zip(encoding.tokens, vectors, strict=True))
 
     def word_vectors(self, text: str, strategy: str = "sum4", subword: str = "mean") -> list[WordVector]:
         encoding = self.embedder.encode(text)
         vectors = combine_layers(self.embedder.hidden_states(encoding), strategy)
-        return [self._word(text, encoding, span, merge_subwords(vectors[span], subword)) for span in _word_spans(encoding)]
+        return [
+            self._word(text, encoding, span, merge_subwords(vectors[span], subword)) for span in _word_spans(encoding)
+        ]
 
     def context_similarity(self, text: str, word: str, strategy: str = "sum4", subword: str = "mean") -> ContextReport:
         """How alike the occurrences of WORD are at each layer: low cosine = strongly contextualized."""
@@ -171,10 +179,13 @@ class Inspector:
         if len(spans) < 2:
             words = sorted({self._text_of(text, encoding, span) for span in _word_spans(encoding)})
             raise ConfigError(
-                f"{word!r} occurs {len(spans)} time(s) in the text; it needs two or more (words: {', '.join(words[:20])})"
+                f"{word!r} occurs {len(spans)} time(s) in the text; it needs two or more "
+                f"(words: {', '.join(words[:20])})"
             )
         positions = [span[0] for span in spans]
-        layers = [_pair_cosines([merge_subwords(layer[span], subword) for span in spans], positions) for layer in states]
+        layers = [
+            _pair_cosines([merge_subwords(layer[span], subword) for span in spans], positions) for layer in states
+        ]
         combined = combine_layers(states, strategy)
         chosen = _pair_cosines([merge_subwords(combined[span], subword) for span in spans], positions)
         return ContextReport(word, positions, layers, strategy, chosen)
@@ -186,7 +197,7 @@ class Inspector:
         states = self.embedder.hidden_states(encoding)
         resolved = _layer_index(states, layer)
         values = states[resolved, token]
-        percentiles = dict(zip(PERCENTILES, map(float, np.percentile(values, PERCENTILES))))
+        percentiles = dict(zip(PERCENTILES, map(float, np.percentile(values, PERCENTILES)), strict=True))
         return FeatureStats(encoding.tokens[token], token, resolved, values, percentiles)
 
     @staticmethod
@@ -214,10 +225,11 @@ def hidden_states(text: str, model: str | None = None) -> np.ndarray:
     return inspector(model).hidden_states(text)
 
 
-def word_vectors(text: str, strategy: str = "sum4", subword: str = "mean", model: str | None = None) -> list[WordVector]:
+def word_vectors(
+    text: str, strategy: str = "sum4", subword: str = "mean", model: str | None = None
+) -> list[WordVector]:
     return inspector(model).word_vectors(text, strategy, subword)
 
 
 def context_similarity(text: str, word: str, strategy: str = "sum4", model: str | None = None) -> ContextReport:
     return inspector(model).context_similarity(text, word, strategy)
-

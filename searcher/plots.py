@@ -28,8 +28,12 @@ def plot_context(report: ContextReport, path: str | Path) -> Path:
     for index, pair in enumerate(report.layers[0]):
         cosines = [layer[index].cosine for layer in report.layers]
         axes.plot(layers, cosines, marker="o", label=f"{report.word}@{pair.a} vs {report.word}@{pair.b}")
-    axes.set(xlabel="layer (0 = embeddings)", ylabel="cosine similarity", xticks=layers,
-             title=f"How alike the occurrences of {report.word!r} stay, layer by layer")
+    axes.set(
+        xlabel="layer (0 = embeddings)",
+        ylabel="cosine similarity",
+        xticks=layers,
+        title=f"How alike the occurrences of {report.word!r} stay, layer by layer",
+    )
     axes.grid(alpha=0.3)
     axes.legend()
     return _save(pyplot, figure, path)
@@ -40,8 +44,11 @@ def plot_histogram(stats: FeatureStats, path: str | Path) -> Path:
     pyplot = _pyplot()
     figure, axes = pyplot.subplots(figsize=(8, 5))
     axes.hist(stats.values, bins=200)
-    axes.set(xlabel="feature value", ylabel="count",
-             title=f"token {stats.token!r} (position {stats.position}), layer {stats.layer}: {len(stats.values)} features")
+    axes.set(
+        xlabel="feature value",
+        ylabel="count",
+        title=f"token {stats.token!r} (position {stats.position}), layer {stats.layer}: {len(stats.values)} features",
+    )
     return _save(pyplot, figure, path)
 
 

@@ -53,8 +53,15 @@ class Hit:
         return faq.answer(self.fields)
 
     def as_json(self) -> dict[str, Any]:
-        return {"id": self.id, "score": self.score, "text": self.text, "fields": self.fields, "matched": self.question,
-                "answer": self.answer, "below_threshold": self.below_threshold}
+        return {
+            "id": self.id,
+            "score": self.score,
+            "text": self.text,
+            "fields": self.fields,
+            "matched": self.question,
+            "answer": self.answer,
+            "below_threshold": self.below_threshold,
+        }
 
 
 def search_response(index: str, query: str, mode: str, threshold: float | None, hits: list[Hit]) -> dict[str, Any]:
@@ -115,8 +122,11 @@ class Ranker:
         else:
             scored = self.hybrid(text, vector, k, options.keyword_weight, filters, allowed)
         ranked = sorted(scored.items(), key=lambda item: -item[1][0])[:k]
-        return [(rowid, score, phrasing) for rowid, (score, phrasing) in ranked
-                if options.min_score is None or score >= options.min_score]
+        return [
+            (rowid, score, phrasing)
+            for rowid, (score, phrasing) in ranked
+            if options.min_score is None or score >= options.min_score
+        ]
 
     def dense(self, vector: np.ndarray, k: int, allowed: set[int] | None = None) -> Scored:
         """Best (cosine, phrasing) of the K nearest documents, only ALLOWED ones if given.
@@ -142,7 +152,12 @@ class Ranker:
             fetch = min(fetch * 4, total)
 
     def hybrid(
-        self, text: str, vector: np.ndarray, k: int, keyword_weight: float, filters: dict[str, Any] | None,
+        self,
+        text: str,
+        vector: np.ndarray,
+        k: int,
+        keyword_weight: float,
+        filters: dict[str, Any] | None,
         allowed: set[int] | None,
     ) -> Scored:
         """Dense and BM25 candidates, each scored exactly on both sides, then combined."""
@@ -165,7 +180,9 @@ class Ranker:
         """Exact (cosine, phrasing) of each of DOCUMENTS, from its best-matching stored vector."""
         owners, vectors = self._store.document_vectors(list(documents), self._vectors.dimension)
         best: Scored = {}
-        for (document, phrasing), score in sorted(zip(owners, vectors @ vector), key=lambda item: -item[1]):
+        for (document, phrasing), score in sorted(
+            zip(owners, vectors @ vector, strict=True), key=lambda item: -item[1]
+        ):
             best.setdefault(document, (float(score), phrasing))
         return best
 
@@ -177,8 +194,12 @@ class Ranker:
         documents = self._store.documents([rowid for rowid, _, _ in ranked])
         return [
             Hit(
-                id=documents[rowid].id, score=score, text=documents[rowid].text, fields=documents[rowid].fields,
-                matched=phrasing, below_threshold=threshold is not None and score < threshold,
+                id=documents[rowid].id,
+                score=score,
+                text=documents[rowid].text,
+                fields=documents[rowid].fields,
+                matched=phrasing,
+                below_threshold=threshold is not None and score < threshold,
             )
             for rowid, score, phrasing in ranked
             if rowid in documents  # deleted by a writer since the vectors were loaded

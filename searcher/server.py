@@ -30,8 +30,14 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import (
-    ConfigError, EmptyQueryError, IndexLockedError, IndexNotFoundError, InputTooLongError, InvalidFilterError,
-    SearcherError, SourceError,
+    ConfigError,
+    EmptyQueryError,
+    IndexLockedError,
+    IndexNotFoundError,
+    InputTooLongError,
+    InvalidFilterError,
+    SearcherError,
+    SourceError,
 )
 from .index import Index
 from .paths import existing_index_path
@@ -208,8 +214,12 @@ def create_app(config: ServerConfig) -> FastAPI:
     if api_key is not None:
         app.add_middleware(BearerKey, key=api_key)
     if config.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST", "PUT", "DELETE"],
-                           allow_headers=["Authorization", "Content-Type"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(config.cors_origins),
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
 
     @app.get("/healthz", tags=["health"])
@@ -222,7 +232,9 @@ def create_app(config: ServerConfig) -> FastAPI:
         """Every index is open and its model loaded: searches will be answered."""
         if indexes.ready:
             return JSONResponse({"status": "ready", "indexes": list(indexes.served)})
-        return JSONResponse({"status": "failed" if indexes.failure else "loading", "error": indexes.failure}, status_code=503)
+        return JSONResponse(
+            {"status": "failed" if indexes.failure else "loading", "error": indexes.failure}, status_code=503
+        )
 
     @app.post("/v1/search", tags=["search"])
     async def search(request: SearchRequest) -> dict[str, Any]:
@@ -239,7 +251,10 @@ def create_app(config: ServerConfig) -> FastAPI:
     @app.put("/v1/indexes/{name}/documents", tags=["documents"])
     async def upsert(name: str, request: UpsertRequest) -> dict[str, Any]:
         """Add documents, replacing those with the same id; unchanged ones are not embedded again."""
-        records = [Record(str(document.id), document.text, document.fields, tuple(document.phrasings)) for document in request.documents]
+        records = [
+            Record(str(document.id), document.text, document.fields, tuple(document.phrasings))
+            for document in request.documents
+        ]
         report = await indexes.get(name).write(lambda index: index.add(records))
         return asdict(report) | {"documents": report.documents}
 
@@ -295,7 +310,10 @@ def _search(index: Index, options: SearchOptions, queries: list[str]) -> list[di
     """QUERIES answered as `searcher query --json` answers one, embedded in one forward pass."""
     found = index.search_many(queries, options.k, options.mode, options.min_score, filters=options.filter)
     threshold = index.manifest.threshold(options.mode)
-    return [search_response(index.name, query, options.mode, threshold, hits) for query, hits in zip(queries, found)]
+    return [
+        search_response(index.name, query, options.mode, threshold, hits)
+        for query, hits in zip(queries, found, strict=True)
+    ]
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -308,8 +326,10 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
-        problems = [f"{'.'.join(str(part) for part in problem['loc'] if part != 'body') or 'body'}: {problem['msg']}"
-                    for problem in error.errors()]
+        problems = [
+            f"{'.'.join(str(part) for part in problem['loc'] if part != 'body') or 'body'}: {problem['msg']}"
+            for problem in error.errors()
+        ]
         return JSONResponse({"error": "; ".join(problems)}, status_code=422)
 
     @app.exception_handler(HTTPException)
@@ -334,8 +354,11 @@ class BearerKey:
             given = dict(scope["headers"]).get(b"authorization", b"")
             scheme, _, token = given.partition(b" ")
             if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self.key):
-                response = JSONResponse({"error": "missing or wrong API key: send Authorization: Bearer <key>"},
-                                        status_code=401, headers={"WWW-Authenticate": "Bearer"})
+                response = JSONResponse(
+                    {"error": "missing or wrong API key: send Authorization: Bearer <key>"},
+                    status_code=401,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)

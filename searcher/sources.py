@@ -48,7 +48,9 @@ def read_records(
         raise SourceError(f"{'<stdin>' if str(source) == '-' else source}: no documents found")
 
 
-def _read_source(source: str | Path, text_fields: Sequence[str], id_field: str | None, on_error: OnError) -> Iterator[Record]:
+def _read_source(
+    source: str | Path, text_fields: Sequence[str], id_field: str | None, on_error: OnError
+) -> Iterator[Record]:
     if str(source) == "-":
         yield from _read_jsonl(sys.stdin, "<stdin>", text_fields, id_field, on_error)
         return
@@ -70,7 +72,9 @@ def check_file_format(path: str | Path, formats: Sequence[str]) -> None:
     """Refuse a file whose suffix is not one of FORMATS, naming them."""
     suffix = Path(path).suffix.lower()
     if suffix not in formats:
-        raise SourceError(f"{path}: unsupported file type {suffix or '(none)'}; use one of {', '.join(formats)} or a directory")
+        raise SourceError(
+            f"{path}: unsupported file type {suffix or '(none)'}; use one of {', '.join(formats)} or a directory"
+        )
 
 
 def read_stream(
@@ -100,11 +104,17 @@ def _open_text(path: Path) -> TextIO:
 
 
 def read_rows(
-    rows: Iterable[dict[str, Any]], name: str, text_fields: Sequence[str] = (), id_field: str | None = None, on_error: OnError = None
+    rows: Iterable[dict[str, Any]],
+    name: str,
+    text_fields: Sequence[str] = (),
+    id_field: str | None = None,
+    on_error: OnError = None,
 ) -> Iterator[Record]:
     """Records from rows already parsed (a Parquet file's, say); errors name NAME and the row number."""
     for number, row in enumerate(rows, start=1):
-        yield from _guarded(on_error, make_record, row, f"{name}: row {number}", f"{Path(name).name}:{number}", text_fields, id_field)
+        yield from _guarded(
+            on_error, make_record, row, f"{name}: row {number}", f"{Path(name).name}:{number}", text_fields, id_field
+        )
 
 
 def _read_jsonl(
@@ -112,11 +122,20 @@ def _read_jsonl(
 ) -> Iterator[Record]:
     for line_number, line in enumerate(handle, start=1):
         if line.strip():
-            yield from _guarded(on_error, _jsonl_record, line, f"{name}:{line_number}",
-                                f"{Path(name).name}:{line_number}", text_fields, id_field)
+            yield from _guarded(
+                on_error,
+                _jsonl_record,
+                line,
+                f"{name}:{line_number}",
+                f"{Path(name).name}:{line_number}",
+                text_fields,
+                id_field,
+            )
 
 
-def _jsonl_record(line: str, location: str, fallback_id: str, text_fields: Sequence[str], id_field: str | None) -> Record:
+def _jsonl_record(
+    line: str, location: str, fallback_id: str, text_fields: Sequence[str], id_field: str | None
+) -> Record:
     try:
         row = json.loads(line)
     except json.JSONDecodeError as error:
@@ -133,11 +152,21 @@ def _read_table(
     if not reader.fieldnames:
         raise SourceError(f"{name}: empty file, expected a header line")
     for row in reader:
-        yield from _guarded(on_error, _table_record, row, f"{name}:{reader.line_num}", f"{Path(name).name}:{reader.line_num}",
-                            len(reader.fieldnames), text_fields, id_field)
+        yield from _guarded(
+            on_error,
+            _table_record,
+            row,
+            f"{name}:{reader.line_num}",
+            f"{Path(name).name}:{reader.line_num}",
+            len(reader.fieldnames),
+            text_fields,
+            id_field,
+        )
 
 
-def _table_record(row: dict, location: str, fallback_id: str, columns: int, text_fields: Sequence[str], id_field: str | None) -> Record:
+def _table_record(
+    row: dict, location: str, fallback_id: str, columns: int, text_fields: Sequence[str], id_field: str | None
+) -> Record:
     if None in row:
         raise SourceError(f"{location}: more values than the header's {columns} columns")
     return make_record(row, location, fallback_id, text_fields, id_field)
@@ -180,7 +209,9 @@ def make_record(
     record_id = fallback_id if id_key is None else _id_value(row[id_key], location, id_key)
     text = " ".join(part for part in parts if part)
     if not text_fields and faq.is_entry(text_keys):
-        return Record(record_id, text, faq.entry_fields(row, id_key), _alternatives(row.get(faq.ALTERNATIVES), location))
+        return Record(
+            record_id, text, faq.entry_fields(row, id_key), _alternatives(row.get(faq.ALTERNATIVES), location)
+        )
     fields = {key: value for key, value in row.items() if key != id_key and key not in text_keys}
     return Record(id=record_id, text=text, fields=fields)
 
@@ -213,12 +244,17 @@ def _text_keys(row: dict[str, Any], location: str, text_fields: Sequence[str]) -
     if text_fields:
         keys = [key for key in text_fields if key in row]
         if not keys:
-            raise SourceError(f"{location}: none of the text fields {', '.join(text_fields)} (fields: {', '.join(row)})")
+            raise SourceError(
+                f"{location}: none of the text fields {', '.join(text_fields)} (fields: {', '.join(row)})"
+            )
         return keys
     for candidate in (("title", "text"), ("text",), *faq.TEXT_FIELD_CHOICES):
         if all(key in row for key in candidate):
             return list(candidate)
-    raise SourceError(f"{location}: no text, title+text or question/answer field; name one with --text-field (fields: {', '.join(row) or 'none'})")
+    raise SourceError(
+        f"{location}: no text, title+text or question/answer field; name one with --text-field "
+        f"(fields: {', '.join(row) or 'none'})"
+    )
 
 
 def _text_value(value: Any, location: str, key: str) -> str:
@@ -229,4 +265,3 @@ def _text_value(value: Any, location: str, key: str) -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     raise SourceError(f"{location}: text field {key!r} must be text, got {type(value).__name__}")
-

@@ -112,7 +112,9 @@ class DocumentStore:
         except sqlite3.DatabaseError as error:
             raise IndexCorruptError(f"{path}: not a readable index database ({error})") from None
         if not {"documents", "vectors", "manifest", "documents_fts"} <= tables:
-            raise IndexCorruptError(f"{path}: not a searcher index database (tables: {', '.join(sorted(tables)) or 'none'})")
+            raise IndexCorruptError(
+                f"{path}: not a searcher index database (tables: {', '.join(sorted(tables)) or 'none'})"
+            )
         store = cls(db, path)
         manifest = store.manifest()
         if manifest.get("format", FORMAT) > FORMAT:
@@ -188,7 +190,9 @@ class DocumentStore:
             self.db.execute(UPSERT, (document_id, text, fields_json(fields), content)).fetchone()[0]
             for document_id, text, fields, content in documents
         ]
-        return rowids, self._drop_vectors([rowid for rowid, document in zip(rowids, documents) if document[0] in reembed])
+        return rowids, self._drop_vectors(
+            [rowid for rowid, document in zip(rowids, documents, strict=True) if document[0] in reembed]
+        )
 
     def delete_documents(self, ids: Sequence[str]) -> tuple[list[str], list[int]]:
         """Delete documents by external id; returns the ids found and their dropped vector ids."""
@@ -206,7 +210,7 @@ class DocumentStore:
                 "INSERT INTO vectors (document, phrasing, vector) VALUES (?, ?, ?) RETURNING rowid",
                 (document, phrasing, np.asarray(vector, dtype=np.float32).tobytes()),
             ).fetchone()[0]
-            for (document, phrasing), vector in zip(owners, vectors)
+            for (document, phrasing), vector in zip(owners, vectors, strict=True)
         ]
 
     def generation(self) -> int:
@@ -222,7 +226,9 @@ class DocumentStore:
 
     def _select_in(self, sql: str, values: Sequence[Any]) -> list[tuple]:
         """Rows of SQL with its `IN ({})` filled with VALUES, in chunks under SQLite's variable limit."""
-        return [row for chunk in _chunks(values) for row in self.db.execute(sql.format(_marks(chunk)), chunk).fetchall()]
+        return [
+            row for chunk in _chunks(values) for row in self.db.execute(sql.format(_marks(chunk)), chunk).fetchall()
+        ]
 
     def documents(self, rowids: Sequence[int]) -> dict[int, StoredDocument]:
         rows = self.db.execute(
@@ -237,16 +243,24 @@ class DocumentStore:
         )
         return {rowid: (document, phrasing) for rowid, document, phrasing in rows}
 
-    def document_vectors(self, documents: Sequence[int], dimension: int) -> tuple[list[tuple[int, str | None]], np.ndarray]:
+    def document_vectors(
+        self, documents: Sequence[int], dimension: int
+    ) -> tuple[list[tuple[int, str | None]], np.ndarray]:
         """Every vector of the given documents, with its (document rowid, phrasing) owner."""
         rows = self.db.execute(
             f"SELECT document, phrasing, vector FROM vectors WHERE document IN ({_marks(documents)})", list(documents)
         ).fetchall()
-        return [(document, phrasing) for document, phrasing, _ in rows], _matrix([blob for _, _, blob in rows], dimension)
+        return [(document, phrasing) for document, phrasing, _ in rows], _matrix(
+            [blob for _, _, blob in rows], dimension
+        )
 
     def vectors_by_id(self, vector_ids: Sequence[int], dimension: int) -> np.ndarray:
         """The vectors with the given ids, in that order; zeros for an id a writer has removed meanwhile."""
-        rows = dict(self.db.execute(f"SELECT rowid, vector FROM vectors WHERE rowid IN ({_marks(vector_ids)})", list(vector_ids)))
+        rows = dict(
+            self.db.execute(
+                f"SELECT rowid, vector FROM vectors WHERE rowid IN ({_marks(vector_ids)})", list(vector_ids)
+            )
+        )
         zeros = bytes(4 * dimension)
         return _matrix([rows.get(int(vector_id), zeros) for vector_id in vector_ids], dimension)
 
@@ -264,7 +278,9 @@ class DocumentStore:
         return ((document_id, phrasing, _matrix([blob], dimension)[0]) for document_id, phrasing, blob in rows)
 
     def vector_ids(self) -> np.ndarray:
-        return np.fromiter((row[0] for row in self.db.execute("SELECT rowid FROM vectors ORDER BY rowid")), dtype=np.int64)
+        return np.fromiter(
+            (row[0] for row in self.db.execute("SELECT rowid FROM vectors ORDER BY rowid")), dtype=np.int64
+        )
 
     def vectors(self, dimension: int) -> tuple[np.ndarray, np.ndarray]:
         """All (vector ids, vectors) in id order, for rebuilding the FAISS index without re-embedding."""
@@ -281,7 +297,8 @@ class DocumentStore:
             where, values = filter_sql(filters)
             passing = f"AND rowid IN (SELECT rowid FROM documents WHERE {where}) "
         rows = self.db.execute(
-            f"SELECT rowid, -bm25(documents_fts) FROM documents_fts WHERE documents_fts MATCH ? {passing}ORDER BY rank LIMIT ?",
+            "SELECT rowid, -bm25(documents_fts) FROM documents_fts "
+            f"WHERE documents_fts MATCH ? {passing}ORDER BY rank LIMIT ?",
             [query, *values, k],
         )
         return [(rowid, score) for rowid, score in rows]
@@ -302,7 +319,9 @@ class DocumentStore:
         bare = self.documents_without_vectors()
         if bare:
             found.append(f"{len(bare)} documents have no vector (an interrupted run), e.g. {bare[0].id!r}")
-        orphans = self.db.execute("SELECT count(*) FROM vectors WHERE document NOT IN (SELECT rowid FROM documents)").fetchone()[0]
+        orphans = self.db.execute(
+            "SELECT count(*) FROM vectors WHERE document NOT IN (SELECT rowid FROM documents)"
+        ).fetchone()[0]
         if orphans:
             found.append(f"{orphans} vectors belong to no document")
         _, vectors = self.vectors(dimension)

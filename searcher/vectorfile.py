@@ -42,7 +42,9 @@ class VectorFile:
             return on_disk, manifest.vectors_generation
         log.warning(
             "the vector file of index %s is missing, unreadable or out of date: rebuilt in memory from the stored "
-            "vectors (`searcher check %s --repair` saves it)", self._name, self._name,
+            "vectors (`searcher check %s --repair` saves it)",
+            self._name,
+            self._name,
         )
         return self.rebuild(), manifest.vectors_generation
 

@@ -85,7 +85,12 @@ class VectorIndex:
 
     @classmethod
     def build(
-        cls, dimension: int, ids: np.ndarray, vectors: np.ndarray, index_type: str = "flat", search: dict[str, int] | None = None
+        cls,
+        dimension: int,
+        ids: np.ndarray,
+        vectors: np.ndarray,
+        index_type: str = "flat",
+        search: dict[str, int] | None = None,
     ) -> VectorIndex:
         """A new index over VECTORS; an IVF structure learns its cells from a seeded sample of them first."""
         kind = resolve_type(index_type, len(ids))
@@ -206,7 +211,7 @@ class VectorIndex:
             scores = exact(ids) @ query[0]
             best = np.argsort(-scores, kind="stable")[:k]
             ids, scores = ids[best], scores[best]
-        return [(int(i), float(s)) for i, s in zip(ids, scores)]
+        return [(int(i), float(s)) for i, s in zip(ids, scores, strict=True)]
 
     def save(self, path: Path) -> None:
         """Write to a temporary file, fsync, then rename over PATH: readers see the old or the new file."""

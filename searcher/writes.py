@@ -78,9 +78,18 @@ class AddPlan:
         def fresh(records: list[Record]) -> int:
             return sum(record.id not in earlier for record in records)
 
-        added, updated, unchanged = fresh(self.new), fresh(self.changed) + fresh(self.fields_only), fresh(self.unchanged)
-        return {"added": added, "updated": updated, "unchanged": unchanged, "skipped_empty": empty,
-                "duplicates": received - empty - added - updated - unchanged}
+        added, updated, unchanged = (
+            fresh(self.new),
+            fresh(self.changed) + fresh(self.fields_only),
+            fresh(self.unchanged),
+        )
+        return {
+            "added": added,
+            "updated": updated,
+            "unchanged": unchanged,
+            "skipped_empty": empty,
+            "duplicates": received - empty - added - updated - unchanged,
+        }
 
 
 def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
@@ -126,7 +135,10 @@ class Writer:
         self._vectors = vectors
 
     def write(
-        self, chunks: Iterable[tuple[list[Record], Embed]], max_length: int, progress: Callable[[int], None] | None = None
+        self,
+        chunks: Iterable[tuple[list[Record], Embed]],
+        max_length: int,
+        progress: Callable[[int], None] | None = None,
     ) -> AddReport:
         """Plan and store each chunk of records, embedding what needs it with the chunk's EMBED.
 
@@ -161,14 +173,25 @@ class Writer:
                 progress(received - len(chunk_plan.pending))
         if changed:
             self._vectors.save()
-        return AddReport(**totals, truncated=truncated, max_length=max_length, seconds=time.perf_counter() - started,
-                         model_seconds=model_seconds)
+        return AddReport(
+            **totals,
+            truncated=truncated,
+            max_length=max_length,
+            seconds=time.perf_counter() - started,
+            model_seconds=model_seconds,
+        )
 
-    def _store_embedded(self, records: list[Record], vectors: np.ndarray, reembed: Collection[str]) -> tuple[list[int], list[int]]:
+    def _store_embedded(
+        self, records: list[Record], vectors: np.ndarray, reembed: Collection[str]
+    ) -> tuple[list[int], list[int]]:
         """Upsert RECORDS with their VECTORS inside the caller's transaction; returns the ids of the vectors
         dropped and of those added, for `VectorFile.apply` once the transaction is committed."""
         rowids, dropped = self._store.upsert_documents([_row(record) for record in records], reembed)
-        owners = [(rowid, phrasing) for record, rowid in zip(records, rowids) for phrasing in (None, *record.phrasings)]
+        owners = [
+            (rowid, phrasing)
+            for record, rowid in zip(records, rowids, strict=True)
+            for phrasing in (None, *record.phrasings)
+        ]
         return dropped, self._store.add_vectors(owners, vectors)
 
 

@@ -41,7 +41,9 @@ def make_tiny_model(directory: Path, bundled: Path, seed: int = 0) -> Path:
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(seed)
-    config = BertConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    config = BertConfig(
+        hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64, max_position_embeddings=128
+    )
     BertModel(config).save_pretrained(directory)
     for name in TOKENIZER_FILES:
         shutil.copy(bundled / name, directory / name)
@@ -50,10 +52,14 @@ def make_tiny_model(directory: Path, bundled: Path, seed: int = 0) -> Path:
 
 def declare_trained_pooling(directory: Path, mode: str) -> None:
     """Make DIRECTORY look like a sentence-transformers model trained with pooling MODE."""
-    (directory / "modules.json").write_text(json.dumps([
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-    ]))
+    (directory / "modules.json").write_text(
+        json.dumps(
+            [
+                {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+            ]
+        )
+    )
     (directory / "1_Pooling").mkdir(exist_ok=True)
     (directory / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 32, mode: True}))
 

@@ -22,13 +22,17 @@ def shard(embedder, records):
 
 
 def test_shards_store_what_add_stores(tmp_path, tiny_embedder):
-    with Index.create(tmp_path / "add", embedder=tiny_embedder) as added, Index.create(tmp_path / "shards", embedder=tiny_embedder) as stored:
+    with (
+        Index.create(tmp_path / "add", embedder=tiny_embedder) as added,
+        Index.create(tmp_path / "shards", embedder=tiny_embedder) as stored,
+    ):
         added.add(RECORDS)
         report = stored.add_embedded([shard(tiny_embedder, RECORDS[:2]), shard(tiny_embedder, RECORDS[2:])])
         assert (report.added, report.documents) == (4, 4) and stored.check() == []
         for query in ("lost my password", "night theme", "billing"):
-            assert [(hit.id, hit.matched, round(hit.score, 5)) for hit in stored.search(query, k=4)] == \
-                   [(hit.id, hit.matched, round(hit.score, 5)) for hit in added.search(query, k=4)]
+            assert [(hit.id, hit.matched, round(hit.score, 5)) for hit in stored.search(query, k=4)] == [
+                (hit.id, hit.matched, round(hit.score, 5)) for hit in added.search(query, k=4)
+            ]
 
 
 def test_a_later_shard_replaces_and_unchanged_documents_are_left_alone(tmp_path, tiny_embedder):

@@ -8,8 +8,18 @@ from searcher.cli import app
 runner = CliRunner()
 
 FAQ_LINES = [
-    {"id": "pw", "question": "How do I reset my password?", "answer": "Use the forgot password link.", "category": "account"},
-    {"id": "cancel", "question": "How do I cancel my subscription?", "answer": "Open billing settings.", "category": "billing"},
+    {
+        "id": "pw",
+        "question": "How do I reset my password?",
+        "answer": "Use the forgot password link.",
+        "category": "account",
+    },
+    {
+        "id": "cancel",
+        "question": "How do I cancel my subscription?",
+        "answer": "Open billing settings.",
+        "category": "billing",
+    },
     {"id": "dark", "question": "Is there a dark mode?", "answer": "Yes, under Appearance.", "category": "display"},
 ]
 
@@ -47,7 +57,11 @@ def test_query_json_round_trip(indexed):
     assert (answer["query"], answer["index"]) == (text, "faq")
     assert [r["rank"] for r in answer["results"]] == [1, 2]
     top = answer["results"][0]
-    assert (top["id"], top["fields"]["category"], top["fields"]["answer"]) == ("cancel", "billing", "Open billing settings.")
+    assert (top["id"], top["fields"]["category"], top["fields"]["answer"]) == (
+        "cancel",
+        "billing",
+        "Open billing settings.",
+    )
     assert top["score"] == pytest.approx(1.0, abs=1e-5)
     assert answer["results"][0]["score"] >= answer["results"][1]["score"]
 
@@ -82,8 +96,17 @@ def test_config_file_settings_are_used(faq_file, tiny_model, tmp_path):
 
 
 def test_stdin_source(tiny_model, tmp_path):
-    result = run("index", "-", "--index", "piped", "--model", tiny_model, "--home", tmp_path,
-                 input='{"id": "a", "text": "from stdin"}\n')
+    result = run(
+        "index",
+        "-",
+        "--index",
+        "piped",
+        "--model",
+        tiny_model,
+        "--home",
+        tmp_path,
+        input='{"id": "a", "text": "from stdin"}\n',
+    )
     assert result.exit_code == 0, result.output
     assert "Indexed 1 documents" in result.stdout
 

@@ -39,8 +39,21 @@ def expected_texts(corpus):
 
 
 def index_command(corpus, home, model):
-    return [sys.executable, "-m", "searcher", "index", str(corpus), "--index", "crash", "--model", str(model),
-            "--home", str(home), "--batch-size", "16"]
+    return [
+        sys.executable,
+        "-m",
+        "searcher",
+        "index",
+        str(corpus),
+        "--index",
+        "crash",
+        "--model",
+        str(model),
+        "--home",
+        str(home),
+        "--batch-size",
+        "16",
+    ]
 
 
 def timed_run(corpus, home, model):
@@ -78,8 +91,9 @@ def test_killed_indexing_recovers_and_completes(corpus, tiny_model, tmp_path):
     kills = recoveries = checked = 0
     deadline = time.monotonic() + 480
     while kills < KILLS and time.monotonic() < deadline:
-        process = subprocess.Popen(index_command(sources[kills % 2], home, tiny_model),
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            index_command(sources[kills % 2], home, tiny_model), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         time.sleep(rng.uniform(start_up, full_run))
         if process.poll() is None:
             os.kill(process.pid, signal.SIGKILL)
@@ -129,8 +143,15 @@ def test_reader_processes_keep_answering_while_a_writer_works(corpus, tiny_model
     first.write_text("".join(line + "\n" for line in lines[:200]))
     more.write_text("".join(line + "\n" for line in lines[:WRITTEN_WHILE_READING]))
     subprocess.run(index_command(first, home, tiny_model), check=True, capture_output=True, timeout=300)
-    readers = [subprocess.Popen([sys.executable, "-c", READER, str(home), str(corpus), str(stop), str(seed)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for seed in range(2)]
+    readers = [
+        subprocess.Popen(
+            [sys.executable, "-c", READER, str(home), str(corpus), str(stop), str(seed)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for seed in range(2)
+    ]
     deadline = time.monotonic() + 120
     while not all((tmp_path / f"ready-{seed}").exists() for seed in range(2)) and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -8,13 +8,15 @@ from typer.testing import CliRunner
 from searcher.cli import app
 from searcher.demo import example_file, run_demo
 
-STOPWORDS = set("""
+STOPWORDS = set(
+    """
 a about above after again against all am an and any are as at be because been before being below between both but by
 can could did do does doing don down during each few for from further had has have having he her here hers him his how
 i if in into is it its itself just me more most my myself no nor not now of off on once only or other our ours out over
 own same she should so some such than that the their them then there these they this those through to too under until
 up very was we were what when where which while who whom why will with would you your yours yourself i'm can't don't
-""".split())
+""".split()
+)
 
 
 def content_words(text):
@@ -31,8 +33,12 @@ def test_demo_questions_share_no_content_words_with_their_entry():
     assert len(faq) >= 50 and len(questions) >= 8
     for question in questions:
         entry = faq[question["expected"]]
-        shared = [(q, e) for q in content_words(question["question"])
-                  for e in content_words(entry["question"] + " " + entry["answer"]) if shares_stem(q, e)]
+        shared = [
+            (q, e)
+            for q in content_words(question["question"])
+            for e in content_words(entry["question"] + " " + entry["answer"])
+            if shares_stem(q, e)
+        ]
         assert not shared, (question["question"], shared)
 
 

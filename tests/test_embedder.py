@@ -4,13 +4,12 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import declare_trained_pooling
 from safetensors.torch import load_file, save_file
 
 from searcher import EmbeddingSettings
 from searcher.embedder import Embedder, model_fingerprint
 from searcher.errors import ConfigError, ModelError
-
-from conftest import declare_trained_pooling
 
 SENTENCES = [
     "How do I reset my password?",
@@ -21,10 +20,10 @@ SENTENCES = [
 ]
 
 
-
 def load(model, **settings):
     """An embedder on the CPU, in fp32 unless told otherwise."""
     return Embedder(EmbeddingSettings(model, **({"precision": "fp32"} | settings)), "cpu")
+
 
 def test_vectors_are_unit_length_float32(tiny_embedder):
     vectors = tiny_embedder.embed(SENTENCES)
@@ -100,7 +99,11 @@ def test_directory_without_a_model_is_a_model_error(tmp_path):
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_a_half_precision_checkpoint_runs_at_the_precision_asked_for(tiny_model_copy, tiny_model, precision):
     weights = load_file(tiny_model_copy / "model.safetensors")
-    save_file({name: tensor.half() for name, tensor in weights.items()}, tiny_model_copy / "model.safetensors", metadata={"format": "pt"})
+    save_file(
+        {name: tensor.half() for name, tensor in weights.items()},
+        tiny_model_copy / "model.safetensors",
+        metadata={"format": "pt"},
+    )
     config = json.loads((tiny_model_copy / "config.json").read_text())
     (tiny_model_copy / "config.json").write_text(json.dumps(config | {"dtype": "float16", "torch_dtype": "float16"}))
     stored_half = load(str(tiny_model_copy), precision=precision)

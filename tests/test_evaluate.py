@@ -92,9 +92,14 @@ def test_retrieval_through_a_temporary_index(tmp_path, tiny_model):
 
 
 def test_sts_correlation(tmp_path, tiny_model):
-    rows = [("A man plays a guitar.", "A man plays a guitar.", 5.0), ("A man plays a guitar.", "A man is playing music.", 3.0),
-            ("A man plays a guitar.", "Stock markets fell sharply on Monday.", 0.0)]
-    (tmp_path / "sts-test.csv").write_text("".join(f"g\tf\ty\t{i}\t{s}\t{a}\t{b}\n" for i, (a, b, s) in enumerate(rows)))
+    rows = [
+        ("A man plays a guitar.", "A man plays a guitar.", 5.0),
+        ("A man plays a guitar.", "A man is playing music.", 3.0),
+        ("A man plays a guitar.", "Stock markets fell sharply on Monday.", 0.0),
+    ]
+    (tmp_path / "sts-test.csv").write_text(
+        "".join(f"g\tf\ty\t{i}\t{s}\t{a}\t{b}\n" for i, (a, b, s) in enumerate(rows))
+    )
     (result,) = evaluate(load_dataset(tmp_path), [load_settings(model=str(tiny_model), device="cpu")])
     assert result["pairs"] == 3
     assert -1.0 <= result["spearman"] <= 1.0 and -1.0 <= result["pearson"] <= 1.0
@@ -102,7 +107,14 @@ def test_sts_correlation(tmp_path, tiny_model):
 
 def test_sweep_makes_every_combination():
     configs = sweep(["-1", "-2"], ["mean", "cls", "max"], Settings())
-    assert [(c.embedding.layer, c.embedding.pooling) for c in configs] == [(-1, "mean"), (-1, "cls"), (-1, "max"), (-2, "mean"), (-2, "cls"), (-2, "max")]
+    assert [(c.embedding.layer, c.embedding.pooling) for c in configs] == [
+        (-1, "mean"),
+        (-1, "cls"),
+        (-1, "max"),
+        (-2, "mean"),
+        (-2, "cls"),
+        (-2, "max"),
+    ]
 
 
 def test_invalid_mode_is_refused_before_indexing(tmp_path):
@@ -112,8 +124,22 @@ def test_invalid_mode_is_refused_before_indexing(tmp_path):
 
 def test_eval_command_sweep_json_and_out(tmp_path, tiny_model):
     out = tmp_path / "results.json"
-    result = CliRunner().invoke(app, ["eval", str(write_beir(tmp_path / "faq")), "--model", str(tiny_model),
-                                      "--layer", "-1,-2", "--pooling", "mean", "--json", "--out", str(out)])
+    result = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            str(write_beir(tmp_path / "faq")),
+            "--model",
+            str(tiny_model),
+            "--layer",
+            "-1,-2",
+            "--pooling",
+            "mean",
+            "--json",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     printed = json.loads(result.stdout)
     assert [(r["config"]["layer"], r["config"]["pooling"]) for r in printed] == [(-1, "mean"), (-2, "mean")]
@@ -121,7 +147,8 @@ def test_eval_command_sweep_json_and_out(tmp_path, tiny_model):
 
 
 def test_eval_command_table_marks_the_best(tmp_path, tiny_model):
-    result = CliRunner().invoke(app, ["eval", str(write_beir(tmp_path / "faq")), "--model", str(tiny_model),
-                                      "--mode", "dense,keyword"])
+    result = CliRunner().invoke(
+        app, ["eval", str(write_beir(tmp_path / "faq")), "--model", str(tiny_model), "--mode", "dense,keyword"]
+    )
     assert result.exit_code == 0, result.output
     assert "layer -2 mean dense" in result.stdout and "★" in result.stdout

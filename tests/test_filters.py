@@ -14,8 +14,11 @@ from searcher.errors import InvalidFilterError
 runner = CliRunner()
 PRODUCTS = ["mail", "calendar", "drive", "chat"]
 RECORDS = [
-    Record(f"d{i}", f"note {i} about {PRODUCTS[i % 4]} sync and export number {i * 7}",
-           {"product": PRODUCTS[i % 4], "lang": "de" if i % 10 == 0 else "en", "priority": i % 3, "public": i % 2 == 0})
+    Record(
+        f"d{i}",
+        f"note {i} about {PRODUCTS[i % 4]} sync and export number {i * 7}",
+        {"product": PRODUCTS[i % 4], "lang": "de" if i % 10 == 0 else "en", "priority": i % 3, "public": i % 2 == 0},
+    )
     for i in range(400)
 ]
 
@@ -30,12 +33,18 @@ def passing(condition):
 
 
 @pytest.mark.parametrize("mode", ["dense", "keyword", "hybrid"])
-@pytest.mark.parametrize(("filters", "condition"), [
-    ({"product": "drive"}, lambda f: f["product"] == "drive"),
-    ({"product": {"in": ["mail", "chat"]}, "lang": "de"}, lambda f: f["product"] in ("mail", "chat") and f["lang"] == "de"),
-    ({"priority": 2}, lambda f: f["priority"] == 2),
-    ({"public": True}, lambda f: f["public"]),
-])
+@pytest.mark.parametrize(
+    ("filters", "condition"),
+    [
+        ({"product": "drive"}, lambda f: f["product"] == "drive"),
+        (
+            {"product": {"in": ["mail", "chat"]}, "lang": "de"},
+            lambda f: f["product"] in ("mail", "chat") and f["lang"] == "de",
+        ),
+        ({"priority": 2}, lambda f: f["priority"] == 2),
+        ({"public": True}, lambda f: f["public"]),
+    ],
+)
 def test_every_hit_passes_the_filter_and_k_are_found(index, mode, filters, condition):
     hits = index.search("sync and export", k=15, mode=mode, filters=filters)
     allowed = passing(condition)
@@ -62,15 +71,18 @@ def test_a_filter_no_document_passes_gives_no_hits(index):
     assert index.search("sync", k=5, filters={"missing-field": 1}) == []
 
 
-@pytest.mark.parametrize(("filters", "message"), [
-    ({"product": {"eq": "mail"}}, 'use a value or {"in": [values]}'),
-    ({"product": {"in": []}}, 'use a value or {"in": [values]}'),
-    ({"product": ["mail"]}, "values are strings, numbers or booleans"),
-    ({"product": None}, "values are strings, numbers or booleans"),
-    ({'pro"duct': "mail"}, "invalid filter field name"),
-    ({"product": {"in": list(range(1001))}}, "at most 1000 values"),
-    (["product", "mail"], "a filter is an object"),
-])
+@pytest.mark.parametrize(
+    ("filters", "message"),
+    [
+        ({"product": {"eq": "mail"}}, 'use a value or {"in": [values]}'),
+        ({"product": {"in": []}}, 'use a value or {"in": [values]}'),
+        ({"product": ["mail"]}, "values are strings, numbers or booleans"),
+        ({"product": None}, "values are strings, numbers or booleans"),
+        ({'pro"duct': "mail"}, "invalid filter field name"),
+        ({"product": {"in": list(range(1001))}}, "at most 1000 values"),
+        (["product", "mail"], "a filter is an object"),
+    ],
+)
 def test_malformed_filters_are_refused_with_a_reason(index, filters, message):
     with pytest.raises(InvalidFilterError, match=message.replace("[", r"\[").replace("{", r"\{")):
         index.search("sync", k=5, filters=filters)
@@ -79,7 +91,9 @@ def test_malformed_filters_are_refused_with_a_reason(index, filters, message):
 def test_query_command_takes_a_json_filter(index):
     index.close()
     home, name = str(index.path.parent), index.path.name
-    result = runner.invoke(app, ["query", "sync", "--index", name, "--home", home, "--json", "--filter", '{"product": "chat"}'])
+    result = runner.invoke(
+        app, ["query", "sync", "--index", name, "--home", home, "--json", "--filter", '{"product": "chat"}']
+    )
     assert result.exit_code == 0, result.output
     hits = json.loads(result.stdout)["results"]
     assert hits and all(hit["fields"]["product"] == "chat" for hit in hits)

@@ -19,7 +19,9 @@ def home(tmp_path, tiny_model):
     """A home holding index `kept` with three documents that no failure may lose."""
     source = tmp_path / "kept.jsonl"
     source.write_text("".join(json.dumps({"id": f"d{i}", "text": f"kept document {i}"}) + "\n" for i in range(3)))
-    result = runner.invoke(app, ["index", str(source), "--index", "kept", "--model", str(tiny_model), "--home", str(tmp_path / "home")])
+    result = runner.invoke(
+        app, ["index", str(source), "--index", "kept", "--model", str(tiny_model), "--home", str(tmp_path / "home")]
+    )
     assert result.exit_code == 0, result.output
     return tmp_path / "home"
 
@@ -49,7 +51,11 @@ def assert_nothing_lost(home):
         ("notext.csv", b"id,title_only\n1,hello\n", "notext.csv:2: no text, title+text or question/answer field"),
         ("empty.jsonl", b"", "empty.jsonl: no documents found"),
         ("blank.jsonl", b'{"id": "x", "text": "   "}\n', ""),
-        ("badid.jsonl", b'{"id": {"a": 1}, "text": "x"}\n', "badid.jsonl:1: id field 'id' must be a string or an integer"),
+        (
+            "badid.jsonl",
+            b'{"id": {"a": 1}, "text": "x"}\n',
+            "badid.jsonl:1: id field 'id' must be a string or an integer",
+        ),
         ("binary.jsonl", bytes(range(256)) * 4, "binary.jsonl"),
         ("image.png", b"\x89PNG\r\n\x1a\n", "unsupported file type .png"),
     ],
@@ -110,14 +116,22 @@ def test_corrupted_vector_file_is_rebuilt_with_a_warning(home):
 def test_an_index_from_a_newer_searcher(home):
     with sqlite3.connect(home / "kept" / "docs.sqlite") as connection:
         connection.execute("UPDATE manifest SET value = '99' WHERE key = 'format'")
-    assert_one_line_error(cli(home, "query", "x", "--index", "kept"), "newer format (99; this searcher reads 1): upgrade searcher")
+    assert_one_line_error(
+        cli(home, "query", "x", "--index", "kept"), "newer format (99; this searcher reads 1): upgrade searcher"
+    )
 
 
 def test_other_model_or_pooling_is_refused(home, tmp_path, bundled_dir):
     source = tmp_path / "more.jsonl"
     source.write_text('{"id": "n", "text": "new"}\n')
-    assert_one_line_error(cli(home, "index", source, "--index", "kept", "--pooling", "cls"), "built with pooling 'mean', not 'cls'", code=2)
-    assert_one_line_error(cli(home, "index", source, "--index", "kept", "--model", bundled_dir), "built with model", code=2)
+    assert_one_line_error(
+        cli(home, "index", source, "--index", "kept", "--pooling", "cls"),
+        "built with pooling 'mean', not 'cls'",
+        code=2,
+    )
+    assert_one_line_error(
+        cli(home, "index", source, "--index", "kept", "--model", bundled_dir), "built with model", code=2
+    )
     assert_nothing_lost(home)
 
 
@@ -150,7 +164,9 @@ def test_disk_full_during_a_write(home, tmp_path, monkeypatch):
     assert_one_line_error(cli(home, "index", tmp_path / "new.jsonl", "--index", "kept"), "No space left on device")
     monkeypatch.undo()
     with Index.open("kept", home) as index:  # the committed rows survive; the stale vector file is reported
-        assert len(index) == 4 and index.check() == ["vectors.faiss is out of step with docs.sqlite (searches rebuild it in memory on open)"]
+        assert len(index) == 4 and index.check() == [
+            "vectors.faiss is out of step with docs.sqlite (searches rebuild it in memory on open)"
+        ]
         assert index.search("a new document", k=1)[0].id == "n1"
         assert index.check(repair=True) == []
     assert not list((home / "kept").glob(".*.tmp"))

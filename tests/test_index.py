@@ -50,7 +50,12 @@ def test_reopened_index_gives_the_same_hits(faq_index, tiny_model):
 def test_manifest_records_how_vectors_were_made(faq_index, tiny_model):
     manifest = faq_index.manifest
     assert manifest.spec.model == str(tiny_model)
-    assert (manifest.spec.layer, manifest.spec.pooling, manifest.dimension, manifest.spec.max_length) == (-2, "mean", 32, 128)
+    assert (manifest.spec.layer, manifest.spec.pooling, manifest.dimension, manifest.spec.max_length) == (
+        -2,
+        "mean",
+        32,
+        128,
+    )
     assert manifest.documents == len(FAQ)
     assert len(manifest.spec.fingerprint) == 64
     assert manifest.spec == faq_index.embedder.spec
@@ -90,7 +95,9 @@ def test_missing_vector_file_is_rebuilt_in_memory_and_saved_only_by_repair(faq_i
     with Index.open(faq_index.path) as reopened:
         assert reopened.search("reset password", k=3) == before
         assert "rebuilt in memory" in caplog.text
-        assert reopened.check() == ["vectors.faiss is missing (searches rebuild it in memory each time the index is opened)"]
+        assert reopened.check() == [
+            "vectors.faiss is missing (searches rebuild it in memory each time the index is opened)"
+        ]
     assert not (faq_index.path / VECTORS_FILE).exists()  # readers never write
     with Index.open(faq_index.path) as repaired:
         assert repaired.check(repair=True) == []

@@ -1,4 +1,5 @@
-"""Vector structures: flat, IVF, IVF-PQ and HNSW, the auto choice, memory-mapped loading, reindexing without re-embedding."""
+"""Vector structures: flat, IVF, IVF-PQ and HNSW, the auto choice, memory-mapped loading, reindexing without
+re-embedding."""
 
 import json
 
@@ -13,7 +14,10 @@ from searcher.errors import ConfigError
 from searcher.vectors import VectorIndex, resolve_type
 
 runner = CliRunner()
-RECORDS = [Record(f"d{i}", f"note {i} about {['billing', 'sync', 'export', 'sharing'][i % 4]} number {i * 7}") for i in range(1200)]
+RECORDS = [
+    Record(f"d{i}", f"note {i} about {['billing', 'sync', 'export', 'sharing'][i % 4]} number {i * 7}")
+    for i in range(1200)
+]
 
 
 def unit_vectors(count, dimension=32, seed=0):
@@ -83,7 +87,10 @@ def test_search_parameters_are_applied_and_kept_on_disk(tmp_path):
     index.save(tmp_path / "v.faiss")
     assert VectorIndex.load(tmp_path / "v.faiss", {"nprobe": 5}).search_width["nprobe"] == 5
     cells = index.search_width["nlist"]
-    assert VectorIndex.load(tmp_path / "v.faiss").search_width == {"nprobe": searcher.vectors.default_nprobe(cells), "nlist": cells}
+    assert VectorIndex.load(tmp_path / "v.faiss").search_width == {
+        "nprobe": searcher.vectors.default_nprobe(cells),
+        "nlist": cells,
+    }
 
 
 @pytest.fixture
@@ -153,7 +160,9 @@ def test_reindex_command(index):
     assert "Rebuilt idx as ivf over 1,200 vectors" in result.stdout
     manifest = json.loads(runner.invoke(app, ["info", name, "--home", home, "--json"]).stdout)["manifest"]
     assert (manifest["index_type"], manifest["search_params"]) == ("ivf", {"nprobe": 16})
-    for arguments, message in ((["--index-type", "annoy"], "invalid index type 'annoy'"),
-                               (["--index-type", "ivf", "--nprobe", "0"], "nprobe must be a positive integer")):
+    for arguments, message in (
+        (["--index-type", "annoy"], "invalid index type 'annoy'"),
+        (["--index-type", "ivf", "--nprobe", "0"], "nprobe must be a positive integer"),
+    ):
         result = runner.invoke(app, ["reindex", name, *arguments, "--home", home])
         assert result.exit_code != 0 and message in result.stderr, result.output

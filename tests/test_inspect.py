@@ -15,8 +15,30 @@ from searcher.errors import ConfigError, InputTooLongError
 from searcher.inspect import Inspector, combine_layers, merge_subwords
 
 BANK = "After stealing money from the bank vault, the bank robber was seen fishing on the Mississippi river bank."
-BANK_IDS = [101, 2044, 11065, 2769, 2013, 1996, 2924, 11632, 1010, 1996, 2924, 27307, 2001, 2464, 5645, 2006, 1996,
-            5900, 2314, 2924, 1012, 102]
+BANK_IDS = [
+    101,
+    2044,
+    11065,
+    2769,
+    2013,
+    1996,
+    2924,
+    11632,
+    1010,
+    1996,
+    2924,
+    27307,
+    2001,
+    2464,
+    5645,
+    2006,
+    1996,
+    5900,
+    2314,
+    2924,
+    1012,
+    102,
+]
 
 runner = CliRunner()
 
@@ -71,7 +93,9 @@ def test_strategies_combine_the_last_four_layers(tiny):
     np.testing.assert_array_equal(combine_layers(states, "layer:-2"), states[-2])
 
 
-@pytest.mark.parametrize(("strategy", "message"), [("sum5", "choose one of"), ("layer:9", "does not exist"), ("layer:x", "invalid layer")])
+@pytest.mark.parametrize(
+    ("strategy", "message"), [("sum5", "choose one of"), ("layer:9", "does not exist"), ("layer:x", "invalid layer")]
+)
 def test_invalid_strategies_are_named(tiny, strategy, message):
     with pytest.raises(ConfigError, match=message):
         combine_layers(tiny.hidden_states("text"), strategy)
@@ -182,19 +206,25 @@ def test_embed_matches_the_indexer(tiny_model, tmp_path):
     result = run("embed", "reset my password", "cancel billing", "--model", tiny_model)
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in result.stdout.splitlines()]
-    np.testing.assert_allclose([line["vector"] for line in lines], indexer.embed(["reset my password", "cancel billing"]), atol=1e-6)
+    np.testing.assert_allclose(
+        [line["vector"] for line in lines], indexer.embed(["reset my password", "cancel billing"]), atol=1e-6
+    )
     out = tmp_path / "v.npy"
     assert run("embed", "--stdin", "--model", tiny_model, "--out", out, input="one\n\ntwo\n").exit_code == 0
     np.testing.assert_allclose(np.load(out), indexer.embed(["one", "two"]), atol=1e-6)
 
 
 def test_embed_with_an_index_uses_its_settings(tiny_model, tmp_path):
-    with Index.create(tmp_path / "maxpool", load_settings(model=str(tiny_model), layer=1, pooling="max", device="cpu")) as index:
+    with Index.create(
+        tmp_path / "maxpool", load_settings(model=str(tiny_model), layer=1, pooling="max", device="cpu")
+    ) as index:
         index.add([Record("a", "the text")])
         precision = index.manifest.spec.precision  # auto: bf16 or fp32, by CPU
     result = run("embed", "the text", "--index", tmp_path / "maxpool")
     assert result.exit_code == 0, result.output
-    expected = Embedder(EmbeddingSettings(str(tiny_model), layer=1, pooling="max", precision=precision), "cpu").embed(["the text"])
+    expected = Embedder(EmbeddingSettings(str(tiny_model), layer=1, pooling="max", precision=precision), "cpu").embed(
+        ["the text"]
+    )
     np.testing.assert_allclose(json.loads(result.stdout)["vector"], expected[0], atol=1e-6)
 
 
@@ -221,7 +251,10 @@ def test_module_functions_load_the_named_model_once(tiny_model):
     model = str(tiny_model)
     assert inspect.tokens("hello world", model=model).tokens == ["[CLS]", "hello", "world", "[SEP]"]
     assert inspect.hidden_states("hello world", model=model).shape == (5, 4, 32)
-    assert [w.word for w in inspect.word_vectors("embeddings rock", strategy="layer:-1", model=model)] == ["embeddings", "rock"]
+    assert [w.word for w in inspect.word_vectors("embeddings rock", strategy="layer:-1", model=model)] == [
+        "embeddings",
+        "rock",
+    ]
     report = inspect.context_similarity("bank and bank", "bank", strategy="layer:-1", model=model)
     assert report.positions == [1, 3] and len(report.layers) == 5
     assert inspect.inspector(model) is inspect.inspector(model)

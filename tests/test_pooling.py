@@ -5,10 +5,12 @@ import torch.nn.functional as F
 from searcher.embedder import pool
 
 # Two sequences: the second has one real token and two padding positions holding huge values.
-HIDDEN = torch.tensor([
-    [[1.0, 2.0], [3.0, 4.0], [5.0, -6.0]],
-    [[2.0, -1.0], [100.0, 100.0], [-100.0, 100.0]],
-])
+HIDDEN = torch.tensor(
+    [
+        [[1.0, 2.0], [3.0, 4.0], [5.0, -6.0]],
+        [[2.0, -1.0], [100.0, 100.0], [-100.0, 100.0]],
+    ]
+)
 MASK = torch.tensor([[1, 1, 1], [1, 0, 0]])
 
 

@@ -29,11 +29,16 @@ def read_back(content: bytes, name: str, **options):
 @given(st.lists(rows, min_size=1, max_size=20))
 def test_jsonl_rows_read_back_as_written(rows):
     content = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode()
-    expected = [Record(str(row["id"]), row["text"].strip(), {k: v for k, v in row.items() if k not in ("id", "text")}) for row in rows]
+    expected = [
+        Record(str(row["id"]), row["text"].strip(), {k: v for k, v in row.items() if k not in ("id", "text")})
+        for row in rows
+    ]
     assert read_back(content, "docs.jsonl") == expected
 
 
-@given(st.lists(st.tuples(ids, texts), min_size=1, max_size=20), st.sampled_from([("docs.csv", ","), ("docs.tsv", "\t")]))
+@given(
+    st.lists(st.tuples(ids, texts), min_size=1, max_size=20), st.sampled_from([("docs.csv", ","), ("docs.tsv", "\t")])
+)
 def test_table_rows_read_back_as_written(rows, format_):
     name, delimiter = format_
     with tempfile.TemporaryDirectory() as directory:
@@ -46,7 +51,13 @@ def test_table_rows_read_back_as_written(rows, format_):
     assert [(record.id, record.text) for record in records] == [(str(id_), text.strip()) for id_, text in rows]
 
 
-@given(st.lists(st.one_of(rows.map(json.dumps), st.text().filter(lambda line: "\n" not in line and "\r" not in line)), min_size=1, max_size=20))
+@given(
+    st.lists(
+        st.one_of(rows.map(json.dumps), st.text().filter(lambda line: "\n" not in line and "\r" not in line)),
+        min_size=1,
+        max_size=20,
+    )
+)
 def test_skipping_bad_lines_keeps_every_good_one(lines):
     skipped: list[SourceError] = []
     content = "".join(line + "\n" for line in lines).encode()
@@ -66,8 +77,13 @@ def _is_good_row(line: str) -> bool:
         row = json.loads(line)
     except ValueError:
         return False
-    return isinstance(row, dict) and "text" in row and isinstance(row["text"], (str, int, float, type(None))) and \
-        not isinstance(row["text"], bool) and (row.get("id") is None or _good_id(row["id"]))
+    return (
+        isinstance(row, dict)
+        and "text" in row
+        and isinstance(row["text"], (str, int, float, type(None)))
+        and not isinstance(row["text"], bool)
+        and (row.get("id") is None or _good_id(row["id"]))
+    )
 
 
 def _good_id(value) -> bool:
@@ -89,7 +105,10 @@ doc_ids = st.sampled_from(["a", "b", "c", "d", "e", "f"])
 doc_texts = st.one_of(st.sampled_from(["", "  "]), st.text(alphabet="abcdefgh xyz", min_size=1, max_size=30))
 records = st.builds(Record, doc_ids, doc_texts, st.dictionaries(st.just("tag"), st.integers(0, 2), max_size=1))
 operations = st.lists(
-    st.one_of(st.tuples(st.just("add"), st.lists(records, max_size=6)), st.tuples(st.just("delete"), st.lists(doc_ids, max_size=3))),
+    st.one_of(
+        st.tuples(st.just("add"), st.lists(records, max_size=6)),
+        st.tuples(st.just("delete"), st.lists(doc_ids, max_size=3)),
+    ),
     min_size=1,
     max_size=6,
 )

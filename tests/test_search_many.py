@@ -25,14 +25,16 @@ def test_each_query_gets_what_a_single_search_gives(index, mode):
     many = index.search_many(QUERIES, k=3, mode=mode)
     singles = [index.search(query, k=3, mode=mode) for query in QUERIES]
     assert [[hit.id for hit in hits] for hits in many] == [[hit.id for hit in hits] for hits in singles]
-    for hits, single in zip(many, singles):
+    for hits, single in zip(many, singles, strict=True):
         assert [hit.score for hit in hits] == pytest.approx([hit.score for hit in single], abs=1e-5)
 
 
 def test_all_queries_go_through_the_model_in_one_call(index, monkeypatch):
     calls = []
     embed = Embedder.embed
-    monkeypatch.setattr(Embedder, "embed", lambda self, texts, *args: calls.append(list(texts)) or embed(self, texts, *args))
+    monkeypatch.setattr(
+        Embedder, "embed", lambda self, texts, *args: calls.append(list(texts)) or embed(self, texts, *args)
+    )
     index.search_many(QUERIES, k=2)
     assert calls == [QUERIES]
     index.search_many(QUERIES, k=2, mode="keyword")  # keyword search needs no model at all

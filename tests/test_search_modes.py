@@ -12,8 +12,12 @@ from searcher.errors import CalibrationError, ConfigError
 from searcher.evaluate import BeirDataset, calibrate, choose_threshold
 
 DOCS = [
-    Record("pw", "How do I reset my password?", {"question": "How do I reset my password?", "answer": "Use the link."},
-           ("I forgot my login credentials",)),
+    Record(
+        "pw",
+        "How do I reset my password?",
+        {"question": "How do I reset my password?", "answer": "Use the link."},
+        ("I forgot my login credentials",),
+    ),
     Record("bill", "Where are my invoices for billing?", {}),
     Record("dark", "Does the app have a dark mode?", {}),
     Record("export", "Export notes as markdown files", {}),
@@ -63,8 +67,12 @@ def test_keyword_index_follows_replacement(index):
 
 def test_a_faq_entry_scores_by_its_best_phrasing(index):
     best = index.search("I forgot my login credentials", k=1)[0]
-    assert (best.id, best.matched, best.question, best.answer) == ("pw", "I forgot my login credentials",
-                                                                  "I forgot my login credentials", "Use the link.")
+    assert (best.id, best.matched, best.question, best.answer) == (
+        "pw",
+        "I forgot my login credentials",
+        "I forgot my login credentials",
+        "Use the link.",
+    )
     assert best.score == pytest.approx(1.0, abs=1e-5)
     plain = index.search("How do I reset my password?", k=1)[0]
     assert (plain.matched, plain.question) == (None, "How do I reset my password?")
@@ -93,11 +101,17 @@ def test_invalid_mode(index):
 
 
 def judged(queries):
-    return BeirDataset("judged", None, {f"q{i}": text for i, (text, _) in enumerate(queries)},
-                       {f"q{i}": {doc: 1} for i, (_, doc) in enumerate(queries)})
+    return BeirDataset(
+        "judged",
+        None,
+        {f"q{i}": text for i, (text, _) in enumerate(queries)},
+        {f"q{i}": {doc: 1} for i, (_, doc) in enumerate(queries)},
+    )
 
 
-@pytest.mark.parametrize(("target", "expected"), [(0.75, (0.6, 0.75, 0.8)), (0.8, (0.8, 1.0, 0.4)), (1.0, (0.8, 1.0, 0.4))])
+@pytest.mark.parametrize(
+    ("target", "expected"), [(0.75, (0.6, 0.75, 0.8)), (0.8, (0.8, 1.0, 0.4)), (1.0, (0.8, 1.0, 0.4))]
+)
 def test_threshold_is_the_lowest_score_reaching_the_precision(target, expected):
     outcomes = [(0.9, True), (0.8, True), (0.7, False), (0.6, True), (0.5, False)]
     assert choose_threshold(outcomes, target) == pytest.approx(expected)
@@ -128,12 +142,19 @@ def test_calibration_that_cannot_reach_the_target(index):
 def test_query_command_modes_faq_columns_and_thresholds(index, tmp_path):
     runner = CliRunner()
     index.set_threshold("dense", 0.999, {"dataset": "hand-made"})
-    result = runner.invoke(app, ["query", "I forgot my login credentials", "--index", str(index.path), "--json", "-k", "2"])
+    result = runner.invoke(
+        app, ["query", "I forgot my login credentials", "--index", str(index.path), "--json", "-k", "2"]
+    )
     assert result.exit_code == 0, result.output
     answer = json.loads(result.stdout)
     assert (answer["mode"], answer["threshold"]) == ("dense", 0.999)
     first, second = answer["results"]
-    assert (first["id"], first["matched"], first["answer"], first["below_threshold"]) == ("pw", "I forgot my login credentials", "Use the link.", False)
+    assert (first["id"], first["matched"], first["answer"], first["below_threshold"]) == (
+        "pw",
+        "I forgot my login credentials",
+        "Use the link.",
+        False,
+    )
     assert second["below_threshold"] is True
     table = runner.invoke(app, ["query", "dark theme", "--index", str(index.path)])
     assert "matched question" in table.stdout or "text" in table.stdout
@@ -147,7 +168,9 @@ def test_calibrate_command(index, tmp_path):
     (beir / "qrels").mkdir(parents=True)
     (beir / "corpus.jsonl").write_text("".join(json.dumps({"_id": r.id, "text": r.text}) + "\n" for r in DOCS))
     (beir / "queries.jsonl").write_text("".join(json.dumps({"_id": r.id, "text": r.text}) + "\n" for r in DOCS))
-    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"{r.id}\t{r.id}\t1\n" for r in DOCS))
+    (beir / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"{r.id}\t{r.id}\t1\n" for r in DOCS)
+    )
     result = CliRunner().invoke(app, ["calibrate", str(beir), "--index", str(index.path), "--target-precision", "0.9"])
     assert result.exit_code == 0, result.output
     assert "top-1 precision 1.000" in result.stdout

@@ -56,7 +56,9 @@ def client(home):
 def test_search_answers_as_the_query_command_does(client, home):
     response = client.post("/v1/search", json={"index": "faq", "query": "forgot my password", "k": 3})
     assert response.status_code == 200
-    command = runner.invoke(cli_app, ["query", "forgot my password", "--index", "faq", "--home", str(home), "-k", "3", "--json"])
+    command = runner.invoke(
+        cli_app, ["query", "forgot my password", "--index", "faq", "--home", str(home), "-k", "3", "--json"]
+    )
     assert response.json() == json.loads(command.stdout)
     assert [hit["rank"] for hit in response.json()["results"]] == [1, 2, 3]
 
@@ -66,38 +68,54 @@ def test_batch_search_answers_each_query_in_order(client, mode):
     queries = ["reset password", "invoices billing", "markdown export"]
     batch = client.post("/v1/search/batch", json={"index": "faq", "queries": queries, "k": 2, "mode": mode})
     assert batch.status_code == 200
-    singles = [client.post("/v1/search", json={"index": "faq", "query": q, "k": 2, "mode": mode}).json() for q in queries]
+    singles = [
+        client.post("/v1/search", json={"index": "faq", "query": q, "k": 2, "mode": mode}).json() for q in queries
+    ]
     # One forward pass for the batch: scores agree with single queries' up to padding's rounding.
-    assert [[hit["id"] for hit in answer["results"]] for answer in batch.json()["results"]] == \
-        [[hit["id"] for hit in answer["results"]] for answer in singles]
-    for answer, single in zip(batch.json()["results"], singles):
-        assert [hit["score"] for hit in answer["results"]] == pytest.approx([hit["score"] for hit in single["results"]], abs=1e-5)
-        assert {key: value for key, value in answer.items() if key != "results"} == \
-            {key: value for key, value in single.items() if key != "results"}
+    assert [[hit["id"] for hit in answer["results"]] for answer in batch.json()["results"]] == [
+        [hit["id"] for hit in answer["results"]] for answer in singles
+    ]
+    for answer, single in zip(batch.json()["results"], singles, strict=True):
+        assert [hit["score"] for hit in answer["results"]] == pytest.approx(
+            [hit["score"] for hit in single["results"]], abs=1e-5
+        )
+        assert {key: value for key, value in answer.items() if key != "results"} == {
+            key: value for key, value in single.items() if key != "results"
+        }
 
 
 def test_filters_and_min_score_apply(client):
-    hits = client.post("/v1/search", json={"index": "faq", "query": "app", "k": 4, "filter": {"product": {"in": ["app"]}}}).json()
+    hits = client.post(
+        "/v1/search", json={"index": "faq", "query": "app", "k": 4, "filter": {"product": {"in": ["app"]}}}
+    ).json()
     assert {hit["id"] for hit in hits["results"]} == {"dark", "export"}
-    hits = client.post("/v1/search", json={"index": "faq", "query": "app", "k": 4, "filter": {"product": "app", "lang": "de"}}).json()
+    hits = client.post(
+        "/v1/search", json={"index": "faq", "query": "app", "k": 4, "filter": {"product": "app", "lang": "de"}}
+    ).json()
     assert [hit["id"] for hit in hits["results"]] == ["export"]
     hits = client.post("/v1/search", json={"index": "faq", "query": "app", "k": 4, "min_score": 2.0}).json()
     assert hits["results"] == []
 
 
 def test_upsert_then_delete(client):
-    documents = [{"id": "vpn", "text": "How do I connect to the VPN?", "fields": {"product": "network"}},
-                 {"id": 7, "text": "Printer is offline", "phrasings": ["my printer does not print"]}]
+    documents = [
+        {"id": "vpn", "text": "How do I connect to the VPN?", "fields": {"product": "network"}},
+        {"id": 7, "text": "Printer is offline", "phrasings": ["my printer does not print"]},
+    ]
     report = client.put("/v1/indexes/faq/documents", json={"documents": documents}).json()
     assert (report["added"], report["updated"], report["documents"]) == (2, 0, 2)
     again = client.put("/v1/indexes/faq/documents", json={"documents": documents}).json()
     assert (again["added"], again["unchanged"]) == (0, 2)
-    hits = client.post("/v1/search", json={"index": "faq", "query": "How do I connect to the VPN?", "k": 1}).json()["results"]
+    hits = client.post("/v1/search", json={"index": "faq", "query": "How do I connect to the VPN?", "k": 1}).json()[
+        "results"
+    ]
     assert hits[0]["id"] == "vpn" and hits[0]["fields"] == {"product": "network"}
     assert client.get("/v1/indexes/faq").json()["documents"] == 6
     deleted = client.request("DELETE", "/v1/indexes/faq/documents", json={"ids": ["vpn", "7", "nope"]}).json()
     assert deleted == {"deleted": ["7", "vpn"], "not_found": ["nope"]}
-    hits = client.post("/v1/search", json={"index": "faq", "query": "How do I connect to the VPN?", "k": 10}).json()["results"]
+    hits = client.post("/v1/search", json={"index": "faq", "query": "How do I connect to the VPN?", "k": 10}).json()[
+        "results"
+    ]
     assert {hit["id"] for hit in hits} == {"pw", "bill", "dark", "export"}
 
 
@@ -109,27 +127,72 @@ def test_index_listing_and_manifest(client):
     assert client.get("/docs").status_code == 200 and "/v1/search" in client.get("/openapi.json").json()["paths"]
 
 
-@pytest.mark.parametrize(("method", "path", "body", "status", "message"), [
-    ("post", "/v1/search", {"index": "faq", "query": "x", "k": 101}, 422, "k: Input should be less than or equal to 100"),
-    ("post", "/v1/search", {"index": "faq", "query": "x", "k": 0}, 422, "k: Input should be greater than or equal to 1"),
-    ("post", "/v1/search", {"index": "faq", "query": ""}, 422, "query: String should have at least 1 character"),
-    ("post", "/v1/search", {"index": "faq", "query": "   "}, 400, "empty query"),
-    ("post", "/v1/search", {"index": "faq", "query": "x" * 10_001}, 422, "query: String should have at most 10000"),
-    ("post", "/v1/search", {"index": "faq", "query": "x", "mode": "fuzzy"}, 422, "mode: Input should be 'dense', 'keyword' or 'hybrid'"),
-    ("post", "/v1/search", {"index": "faq", "query": "x", "colour": 1}, 422, "colour: Extra inputs are not permitted"),
-    ("post", "/v1/search", {"index": "faq"}, 422, "query: Field required"),
-    ("post", "/v1/search", {"index": "other", "query": "x"}, 404, "index 'other' is not served here (served: faq)"),
-    ("post", "/v1/search", {"index": "faq", "query": "x", "filter": {"product": {"eq": 1}}}, 400, "filter on 'product'"),
-    ("post", "/v1/search/batch", {"index": "faq", "queries": []}, 422, "queries: List should have at least 1 item"),
-    ("post", "/v1/search/batch", {"index": "faq", "queries": ["q"] * 65}, 422, "queries: List should have at most 64 items"),
-    ("put", "/v1/indexes/faq/documents", {"documents": [{"id": "a"}]}, 422, "documents.0.text: Field required"),
-    ("put", "/v1/indexes/faq/documents", {"documents": [{"id": "", "text": "t"}]}, 422, "documents.0.id"),
-    ("put", "/v1/indexes/nope/documents", {"documents": [{"id": "a", "text": "t"}]}, 404, "index 'nope' is not served here"),
-    ("delete", "/v1/indexes/faq/documents", {"ids": []}, 422, "ids: List should have at least 1 item"),
-    ("get", "/v1/indexes/nope", None, 404, "index 'nope' is not served here"),
-    ("get", "/v2/nothing", None, 404, "Not Found"),
-    ("patch", "/v1/search", None, 405, "Method Not Allowed"),
-])
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "message"),
+    [
+        (
+            "post",
+            "/v1/search",
+            {"index": "faq", "query": "x", "k": 101},
+            422,
+            "k: Input should be less than or equal to 100",
+        ),
+        (
+            "post",
+            "/v1/search",
+            {"index": "faq", "query": "x", "k": 0},
+            422,
+            "k: Input should be greater than or equal to 1",
+        ),
+        ("post", "/v1/search", {"index": "faq", "query": ""}, 422, "query: String should have at least 1 character"),
+        ("post", "/v1/search", {"index": "faq", "query": "   "}, 400, "empty query"),
+        ("post", "/v1/search", {"index": "faq", "query": "x" * 10_001}, 422, "query: String should have at most 10000"),
+        (
+            "post",
+            "/v1/search",
+            {"index": "faq", "query": "x", "mode": "fuzzy"},
+            422,
+            "mode: Input should be 'dense', 'keyword' or 'hybrid'",
+        ),
+        (
+            "post",
+            "/v1/search",
+            {"index": "faq", "query": "x", "colour": 1},
+            422,
+            "colour: Extra inputs are not permitted",
+        ),
+        ("post", "/v1/search", {"index": "faq"}, 422, "query: Field required"),
+        ("post", "/v1/search", {"index": "other", "query": "x"}, 404, "index 'other' is not served here (served: faq)"),
+        (
+            "post",
+            "/v1/search",
+            {"index": "faq", "query": "x", "filter": {"product": {"eq": 1}}},
+            400,
+            "filter on 'product'",
+        ),
+        ("post", "/v1/search/batch", {"index": "faq", "queries": []}, 422, "queries: List should have at least 1 item"),
+        (
+            "post",
+            "/v1/search/batch",
+            {"index": "faq", "queries": ["q"] * 65},
+            422,
+            "queries: List should have at most 64 items",
+        ),
+        ("put", "/v1/indexes/faq/documents", {"documents": [{"id": "a"}]}, 422, "documents.0.text: Field required"),
+        ("put", "/v1/indexes/faq/documents", {"documents": [{"id": "", "text": "t"}]}, 422, "documents.0.id"),
+        (
+            "put",
+            "/v1/indexes/nope/documents",
+            {"documents": [{"id": "a", "text": "t"}]},
+            404,
+            "index 'nope' is not served here",
+        ),
+        ("delete", "/v1/indexes/faq/documents", {"ids": []}, 422, "ids: List should have at least 1 item"),
+        ("get", "/v1/indexes/nope", None, 404, "index 'nope' is not served here"),
+        ("get", "/v2/nothing", None, 404, "Not Found"),
+        ("patch", "/v1/search", None, 405, "Method Not Allowed"),
+    ],
+)
 def test_every_bad_request_gets_a_4xx_json_error_with_a_message(client, method, path, body, status, message):
     response = client.request(method.upper(), path, json=body)
     assert response.status_code == status, response.text
@@ -137,7 +200,9 @@ def test_every_bad_request_gets_a_4xx_json_error_with_a_message(client, method, 
 
 
 def test_malformed_json_and_oversized_bodies_are_refused(client):
-    response = client.post("/v1/search", content=b'{"index": "faq", "query": ', headers={"Content-Type": "application/json"})
+    response = client.post(
+        "/v1/search", content=b'{"index": "faq", "query": ', headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 422 and "JSON decode error" in response.json()["error"]
     huge = {"documents": [{"id": "big", "text": "x" * (MAX_BODY_BYTES + 1)}]}
     response = client.put("/v1/indexes/faq/documents", json=huge)
@@ -157,7 +222,12 @@ def test_an_api_key_guards_every_endpoint_but_health(home, monkeypatch):
         wait_ready(client)
         assert client.get("/healthz").status_code == 200
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic s3cret-key"}):
-            for method, path in (("POST", "/v1/search"), ("GET", "/v1/indexes"), ("GET", "/docs"), ("GET", "/openapi.json")):
+            for method, path in (
+                ("POST", "/v1/search"),
+                ("GET", "/v1/indexes"),
+                ("GET", "/docs"),
+                ("GET", "/openapi.json"),
+            ):
                 response = client.request(method, path, headers=headers, json={"index": "faq", "query": "x"})
                 assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
                 assert "API key" in response.json()["error"]
@@ -177,7 +247,9 @@ def test_cors_is_off_unless_an_origin_is_allowed(home):
     preflight = {"Origin": "https://help.example.com", "Access-Control-Request-Method": "POST"}
     with TestClient(create_app(ServerConfig(("faq",), str(home)))) as client:
         assert "access-control-allow-origin" not in client.options("/v1/search", headers=preflight).headers
-    with TestClient(create_app(ServerConfig(("faq",), str(home), cors_origins=("https://help.example.com",)))) as client:
+    with TestClient(
+        create_app(ServerConfig(("faq",), str(home), cors_origins=("https://help.example.com",)))
+    ) as client:
         response = client.options("/v1/search", headers=preflight)
         assert response.headers["access-control-allow-origin"] == "https://help.example.com"
 
@@ -210,7 +282,10 @@ def test_a_failed_load_is_reported_by_readyz_and_every_call(home, monkeypatch):
         deadline = time.monotonic() + 30
         while client.get("/readyz").json()["status"] == "loading" and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert client.get("/readyz").json() == {"status": "failed", "error": "cannot serve: out of memory while loading weights"}
+        assert client.get("/readyz").json() == {
+            "status": "failed",
+            "error": "cannot serve: out of memory while loading weights",
+        }
         response = client.post("/v1/search", json={"index": "faq", "query": "password"})
         assert response.status_code == 503 and "out of memory" in response.json()["error"]
 
@@ -228,13 +303,20 @@ def test_searches_go_on_while_a_write_is_in_progress(home, monkeypatch):
     api = create_app(ServerConfig(("faq",), str(home)))
 
     async def scenario():
-        async with api.router.lifespan_context(api), httpx.AsyncClient(transport=httpx.ASGITransport(api), base_url="http://t") as client:
+        async with (
+            api.router.lifespan_context(api),
+            httpx.AsyncClient(transport=httpx.ASGITransport(api), base_url="http://t") as client,
+        ):
             while (await client.get("/readyz")).status_code != 200:
                 await asyncio.sleep(0.05)
-            upsert = asyncio.create_task(client.put("/v1/indexes/faq/documents", json={"documents": [{"id": "new", "text": "brand new"}]}))
+            upsert = asyncio.create_task(
+                client.put("/v1/indexes/faq/documents", json={"documents": [{"id": "new", "text": "brand new"}]})
+            )
             while not writing.is_set():
                 await asyncio.sleep(0.01)
-            response = await asyncio.wait_for(client.post("/v1/search", json={"index": "faq", "query": DOCS[0].text, "k": 1}), 10)
+            response = await asyncio.wait_for(
+                client.post("/v1/search", json={"index": "faq", "query": DOCS[0].text, "k": 1}), 10
+            )
             assert not upsert.done(), "the write finished before the search: nothing was tested"
             assert response.status_code == 200 and response.json()["results"][0]["id"] == "pw"
             finish.set()
@@ -262,9 +344,24 @@ def test_a_real_server_process_answers_over_http(home):
     port = free_port()
     environment = os.environ | {"SUPPORT_KEY": "k-123"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "searcher", "serve", "--index", "faq", "--home", str(home), "--port", str(port),
-         "--api-key-env", "SUPPORT_KEY"],
-        env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "searcher",
+            "serve",
+            "--index",
+            "faq",
+            "--home",
+            str(home),
+            "--port",
+            str(port),
+            "--api-key-env",
+            "SUPPORT_KEY",
+        ],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         base = f"http://127.0.0.1:{port}"
@@ -275,10 +372,14 @@ def test_a_real_server_process_answers_over_http(home):
                     break
             except httpx.TransportError:
                 pass
-            assert process.poll() is None and time.monotonic() < deadline, process.stdout.read() if process.poll() is not None else "timeout"
+            assert process.poll() is None and time.monotonic() < deadline, (
+                process.stdout.read() if process.poll() is not None else "timeout"
+            )
             time.sleep(0.2)
         headers = {"Authorization": "Bearer k-123"}
-        hits = httpx.post(f"{base}/v1/search", headers=headers, json={"index": "faq", "query": "invoices", "k": 2}).json()
+        hits = httpx.post(
+            f"{base}/v1/search", headers=headers, json={"index": "faq", "query": "invoices", "k": 2}
+        ).json()
         assert len(hits["results"]) == 2 and hits["index"] == "faq"
         assert httpx.post(f"{base}/v1/search", json={"index": "faq", "query": "invoices"}).status_code == 401
     finally:

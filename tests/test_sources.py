@@ -13,7 +13,10 @@ def write_jsonl(path, *rows):
 
 
 def test_beir_title_and_text_are_joined(tmp_path):
-    source = write_jsonl(tmp_path / "c.jsonl", {"_id": "d1", "title": "Strikethrough", "text": "Use ~~tildes~~.", "metadata": {"thread": 0}})
+    source = write_jsonl(
+        tmp_path / "c.jsonl",
+        {"_id": "d1", "title": "Strikethrough", "text": "Use ~~tildes~~.", "metadata": {"thread": 0}},
+    )
     assert list(read_records(source)) == [Record("d1", "Strikethrough Use ~~tildes~~.", {"metadata": {"thread": 0}})]
 
 
@@ -24,11 +27,18 @@ def test_empty_title_is_not_joined(tmp_path):
 
 def test_faq_question_and_answer_are_joined_and_kept_as_fields(tmp_path):
     source = write_jsonl(tmp_path / "faq.jsonl", {"id": 7, "question": "Q?", "answer": "A.", "category": "billing"})
-    assert list(read_records(source)) == [Record("7", "Q? A.", {"question": "Q?", "answer": "A.", "category": "billing"})]
+    assert list(read_records(source)) == [
+        Record("7", "Q? A.", {"question": "Q?", "answer": "A.", "category": "billing"})
+    ]
 
 
 def test_faq_alternatives_become_phrasings(tmp_path):
-    row = {"id": "pw", "question": "Reset password?", "answer": "Use the link.", "alternatives": ["Forgot login", " ", "Forgot login", "Locked out"]}
+    row = {
+        "id": "pw",
+        "question": "Reset password?",
+        "answer": "Use the link.",
+        "alternatives": ["Forgot login", " ", "Forgot login", "Locked out"],
+    }
     (record,) = read_records(write_jsonl(tmp_path / "faq.jsonl", row))
     assert record.phrasings == ("Forgot login", "Locked out")
     assert "alternatives" not in record.fields
@@ -54,14 +64,20 @@ def test_chosen_text_and_id_fields(tmp_path):
 def test_csv_and_tsv_with_header(tmp_path):
     (tmp_path / "d.csv").write_text('id,text,lang\n1,"hello, world",en\n2,bonjour,fr\n', encoding="utf-8")
     (tmp_path / "d.tsv").write_text("id\ttext\n1\thello\tworld\n", encoding="utf-8")
-    assert list(read_records(tmp_path / "d.csv")) == [Record("1", "hello, world", {"lang": "en"}), Record("2", "bonjour", {"lang": "fr"})]
+    assert list(read_records(tmp_path / "d.csv")) == [
+        Record("1", "hello, world", {"lang": "en"}),
+        Record("2", "bonjour", {"lang": "fr"}),
+    ]
     with pytest.raises(SourceError, match=r"d.tsv:2: more values than the header's 2 columns"):
         list(read_records(tmp_path / "d.tsv"))
 
 
 def test_txt_is_one_document_per_line(tmp_path):
     (tmp_path / "lines.txt").write_text("first\nsecond\n", encoding="utf-8")
-    assert list(read_records(tmp_path / "lines.txt")) == [Record("lines.txt:1", "first"), Record("lines.txt:2", "second")]
+    assert list(read_records(tmp_path / "lines.txt")) == [
+        Record("lines.txt:1", "first"),
+        Record("lines.txt:2", "second"),
+    ]
 
 
 def test_directory_is_one_document_per_file(tmp_path):

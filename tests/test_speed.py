@@ -8,14 +8,13 @@ import sys
 import numpy as np
 import pytest
 import torch
+from test_embedder import SENTENCES
 
 import searcher.embedder
 from searcher import EmbeddingSettings, Index, Record, load_settings
-from searcher.paths import DOCS_FILE
 from searcher.embedder import Embedder, length_batches, resolve_precision
 from searcher.errors import ConfigError
-
-from test_embedder import SENTENCES
+from searcher.paths import DOCS_FILE
 
 
 def test_batches_respect_both_limits_and_cover_every_text_once():
@@ -38,7 +37,9 @@ def test_short_texts_share_a_batch_long_ones_do_not():
 
 
 def test_token_budget_does_not_change_the_vectors(tiny_embedder):
-    np.testing.assert_allclose(tiny_embedder.embed(SENTENCES, batch_tokens=20), tiny_embedder.embed(SENTENCES), atol=1e-5)
+    np.testing.assert_allclose(
+        tiny_embedder.embed(SENTENCES, batch_tokens=20), tiny_embedder.embed(SENTENCES), atol=1e-5
+    )
 
 
 def test_last_layer_shortcut_matches_the_full_hidden_states(tiny_model):
@@ -47,7 +48,11 @@ def test_last_layer_shortcut_matches_the_full_hidden_states(tiny_model):
     states = last.hidden_states(encoding)[-1]
     expected = states.mean(axis=0) / np.linalg.norm(states.mean(axis=0))
     np.testing.assert_allclose(last.embed([SENTENCES[1]])[0], expected, atol=1e-5)
-    np.testing.assert_allclose(Embedder(EmbeddingSettings(str(tiny_model), layer=4, pooling="mean", precision="fp32"), "cpu").embed(SENTENCES), last.embed(SENTENCES), atol=1e-6)
+    np.testing.assert_allclose(
+        Embedder(EmbeddingSettings(str(tiny_model), layer=4, pooling="mean", precision="fp32"), "cpu").embed(SENTENCES),
+        last.embed(SENTENCES),
+        atol=1e-6,
+    )
 
 
 # Naive int8 moves short texts most ("ok": cosine 0.81 with its fp32 vector): it is never chosen by auto.

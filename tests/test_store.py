@@ -34,12 +34,17 @@ def test_upsert_assigns_rowids(store):
     assert documents[rowids[1]].id == "b"
     assert documents[rowids[1]].fields == {"lang": "el"}
     assert store.manifest()["documents"] == 2
-    assert store.stored(["a", "b", "zz"]) == {"a": (content_hash("alpha"), "{}", 0), "b": (content_hash("beta"), '{"lang": "el"}', 0)}
+    assert store.stored(["a", "b", "zz"]) == {
+        "a": (content_hash("alpha"), "{}", 0),
+        "b": (content_hash("beta"), '{"lang": "el"}', 0),
+    }
 
 
 def test_replacing_a_document_keeps_its_rowid_and_drops_vectors_to_reembed(store):
     (first,), _ = written(store, store.upsert_documents, docs(("a", "alpha", {})))
-    old = written(store, store.add_vectors, [(first, None), (first, "another wording")], vectors([1, 0, 0, 0], [0, 1, 0, 0]))
+    old = written(
+        store, store.add_vectors, [(first, None), (first, "another wording")], vectors([1, 0, 0, 0], [0, 1, 0, 0])
+    )
     assert store.stored(["a"])["a"][2] == 2
     (again,), dropped = written(store, store.upsert_documents, docs(("a", "alpha two", {"v": 2})), reembed={"a"})
     assert (again, sorted(dropped)) == (first, sorted(old))
@@ -86,18 +91,22 @@ def test_vectors_round_trip_with_their_owners(store):
     stored_ids, stored = store.vectors(4)
     np.testing.assert_array_equal(stored_ids, ids)
     np.testing.assert_array_equal(stored, given)
-    assert store.vector_owners(ids) == dict(zip(ids, owners))
+    assert store.vector_owners(ids) == dict(zip(ids, owners, strict=True))
     found_owners, found = store.document_vectors([rowids[1]], 4)
     assert found_owners == owners[1:]
     np.testing.assert_array_equal(found, given[1:])
 
 
 def test_keyword_search_ranks_by_bm25_with_stemming(store):
-    rowids, _ = written(store, store.upsert_documents, docs(
-        ("a", "How to index documents quickly", {}),
-        ("b", "Cooking pasta at home", {}),
-        ("c", "Indexing and indexes explained: an index of indexes", {}),
-    ))
+    rowids, _ = written(
+        store,
+        store.upsert_documents,
+        docs(
+            ("a", "How to index documents quickly", {}),
+            ("b", "Cooking pasta at home", {}),
+            ("c", "Indexing and indexes explained: an index of indexes", {}),
+        ),
+    )
     found = store.keyword_search("indexing", 10)
     assert [rowid for rowid, _ in found] == [rowids[2], rowids[0]]
     assert found[0][1] > found[1][1] > 0
@@ -110,7 +119,9 @@ def test_keyword_index_follows_updates(store):
     assert [r for r, _ in store.keyword_search("new", 5)] == [rowid]
 
 
-@pytest.mark.parametrize("query", ['"unbalanced', "a AND OR NOT", "prefix*", "(parens) )(", "col:umn", "NEAR(a b)", "^start -minus +plus"])
+@pytest.mark.parametrize(
+    "query", ['"unbalanced', "a AND OR NOT", "prefix*", "(parens) )(", "col:umn", "NEAR(a b)", "^start -minus +plus"]
+)
 def test_fts_syntax_in_user_text_is_harmless(store, query):
     written(store, store.upsert_documents, docs(("a", "a start of something with prefix and parens", {})))
     assert isinstance(store.keyword_search(query, 5), list)

@@ -51,10 +51,27 @@ def peak_rss_of_indexing(tmp_path, tiny_model, documents):
     corpus = tmp_path / f"corpus-{documents}.jsonl"
     with corpus.open("w") as handle:
         for i in range(documents):
-            handle.write(json.dumps({"id": str(i), "text": f"short generated document {i} about topic {i % 997}"}) + "\n")
-    command = [sys.executable, "-m", "searcher", "index", str(corpus), "--index", str(tmp_path / f"index-{documents}"),
-               "--model", str(tiny_model), "--precision", "fp32", "--device", "cpu"]
-    result = subprocess.run([sys.executable, "-c", PEAK_RSS, *command], check=True, capture_output=True, text=True, timeout=900)
+            handle.write(
+                json.dumps({"id": str(i), "text": f"short generated document {i} about topic {i % 997}"}) + "\n"
+            )
+    command = [
+        sys.executable,
+        "-m",
+        "searcher",
+        "index",
+        str(corpus),
+        "--index",
+        str(tmp_path / f"index-{documents}"),
+        "--model",
+        str(tiny_model),
+        "--precision",
+        "fp32",
+        "--device",
+        "cpu",
+    ]
+    result = subprocess.run(
+        [sys.executable, "-c", PEAK_RSS, *command], check=True, capture_output=True, text=True, timeout=900
+    )
     with Index.open(tmp_path / f"index-{documents}") as index:
         assert len(index) == documents
     return int(result.stdout)

@@ -45,7 +45,9 @@ def test_delete_by_id(index):
     assert sorted(index.delete(["3", "4", "missing"])) == ["3", "4"]
     assert len(index) == 38
     assert {hit.id for hit in index.search(RECORDS[3].text, k=40)}.isdisjoint({"3", "4"})
-    assert index.search("topic", mode="keyword", k=40) and all(h.id not in ("3", "4") for h in index.search("topic", mode="keyword", k=40))
+    assert index.search("topic", mode="keyword", k=40) and all(
+        h.id not in ("3", "4") for h in index.search("topic", mode="keyword", k=40)
+    )
     index.close()
     with Index.open(index.path) as reopened:
         assert len(reopened.vectors) == 38 and reopened.check() == []
@@ -108,7 +110,11 @@ def test_cli_delete_check_and_drop(index, tmp_path):
     with sqlite3.connect(index.path / "docs.sqlite") as connection:
         connection.execute("UPDATE manifest SET value = '0' WHERE key = 'documents'")
     broken = runner.invoke(app, ["check", str(index.path)])
-    assert broken.exit_code == 1 and "Problem: the manifest counts 0 documents" in broken.stderr and "--repair" in broken.stderr
+    assert (
+        broken.exit_code == 1
+        and "Problem: the manifest counts 0 documents" in broken.stderr
+        and "--repair" in broken.stderr
+    )
     assert runner.invoke(app, ["check", str(index.path), "--repair"]).exit_code == 0
     assert runner.invoke(app, ["drop", str(index.path)], input="n\n").exit_code != 0
     assert index.path.exists()
@@ -119,9 +125,25 @@ def test_cli_delete_check_and_drop(index, tmp_path):
 def test_cli_skips_malformed_lines_on_request(tiny_model, tmp_path):
     source = tmp_path / "docs.jsonl"
     source.write_text('{"id": "a", "text": "fine"}\n{broken\n{"id": "b", "text": "also fine"}\n')
-    stopped = runner.invoke(app, ["index", str(source), "--index", "s", "--model", str(tiny_model), "--home", str(tmp_path)])
+    stopped = runner.invoke(
+        app, ["index", str(source), "--index", "s", "--model", str(tiny_model), "--home", str(tmp_path)]
+    )
     assert stopped.exit_code == 1 and "docs.jsonl:2: invalid JSON" in stopped.stderr
-    skipped = runner.invoke(app, ["index", str(source), "--index", "s", "--model", str(tiny_model), "--home", str(tmp_path), "--on-error", "skip"])
+    skipped = runner.invoke(
+        app,
+        [
+            "index",
+            str(source),
+            "--index",
+            "s",
+            "--model",
+            str(tiny_model),
+            "--home",
+            str(tmp_path),
+            "--on-error",
+            "skip",
+        ],
+    )
     assert skipped.exit_code == 0, skipped.output
     assert "Indexed 2 documents" in skipped.stdout and "Skipped 1 malformed records" in skipped.stderr
     info = json.loads(runner.invoke(app, ["info", "s", "--home", str(tmp_path), "--json"]).stdout)
