@@ -184,7 +184,6 @@ def index(
     """Embed documents from SOURCE into an index (created if new; changed ids are replaced, unchanged skipped)."""
     if on_error not in ("stop", "skip"):
         raise ConfigError(f"invalid --on-error {on_error!r}: choose stop or skip")
-
     if engine not in ("local", "ray"):
         raise ConfigError(f"invalid --engine {engine!r}: choose local or ray")
     settings = load_settings(
@@ -254,7 +253,8 @@ def _index_on_ray(
 @app.command()
 def delete(
     ids: Annotated[list[str] | None, typer.Argument(help="External ids of the documents to delete.")] = None,
-    name: IndexOption = ...,
+    *,  # keyword-only, so that the required --index may follow the optional ids
+    name: IndexOption,
     from_file: Annotated[Path | None, typer.Option("--from", help="A file of ids, one per line.")] = None,
     lock_timeout: LockTimeoutOption = None,
     home: HomeOption = None,
@@ -718,7 +718,7 @@ def embed(
 
 def _write_vectors(texts: list[str], vectors: np.ndarray, output_format: str, out: Path | None) -> None:
     try:
-        if output_format == "npy":
+        if output_format == "npy" and out is not None:  # `embed` refuses npy without --out
             np.save(out, vectors)
             return
         lines = "".join(

@@ -52,7 +52,7 @@ try:
     import ray
     import ray.data
 except ImportError:  # the extra is optional: `add_source` says how to get it
-    ray = None
+    ray = None  # type: ignore[assignment]  # the module or None: what `add_source` tests for
 
 SHARD_FORMATS = (*FILE_FORMATS, ".parquet")
 SHARD_DOCUMENTS = 1000  # the CLI's --shard-size default
@@ -211,10 +211,12 @@ def _embedded_shards(
         )
         # One shard per block, so that the actors share the shards of one file rather than one actor taking them all.
         shards = (
-            dataset.flat_map(_read_shards, fn_kwargs=reading)
+            # Ray's annotations are narrower than Ray: `flat_map` types FN without the fn_kwargs it passes on, and
+            # `map` types it as a function, though it takes a callable class and constructs it once per actor.
+            dataset.flat_map(_read_shards, fn_kwargs=reading)  # type: ignore[arg-type]
             .repartition(target_num_rows_per_block=1)
             .map(
-                _EmbedActor,
+                _EmbedActor,  # type: ignore[arg-type]
                 fn_constructor_kwargs=embed,
                 concurrency=(1, options.actors),
                 num_gpus=options.gpus_per_actor,
@@ -402,7 +404,7 @@ def _searcher_error(error: BaseException | None) -> SearcherError | None:
     for _ in range(10):
         if error is None:
             return None
-        if type(error).__module__ == SearcherError.__module__:
+        if type(error).__module__ == SearcherError.__module__ and isinstance(error, SearcherError):
             return type(error)(str(error).splitlines()[0])
         error = getattr(error, "cause", None) or error.__cause__
     return None

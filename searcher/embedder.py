@@ -17,14 +17,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from huggingface_hub import snapshot_download
 from torch.ao.quantization import quantize_dynamic
-from transformers import AutoModel, AutoTokenizer
+from transformers import AutoModel, AutoTokenizer, PretrainedConfig
 from transformers.utils import logging as transformers_logging
 
 from .config import BATCH_SIZE, BATCH_TOKENS, BUNDLED_MODEL, PRECISIONS, EmbeddingSettings
@@ -209,7 +209,7 @@ def resolve_pooling(model_dir: Path, layer: int | str, pooling: str) -> tuple[in
         layer = -1 if trained else -2
     if pooling == "auto":
         pooling = trained or "mean"
-    return layer, pooling
+    return int(layer), pooling  # any other text was parsed to an int by EmbeddingSettings
 
 
 def pick_device(device: str) -> torch.device:
@@ -237,12 +237,14 @@ class Embedder:
                 self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
                 loaded = AutoModel.from_pretrained(self.model_dir)
             self.model = _with_precision(loaded.to(self.device).eval(), self.precision)
+            # Kept apart: on a torch Module, `model.config` types as a tensor or submodule.
+            self.config: PretrainedConfig = loaded.config
         except (OSError, ValueError, KeyError) as error:
             raise ModelError(f"cannot load model {model!r} from {self.model_dir}: {error}".splitlines()[0]) from None
         self.layer, self.pooling = resolve_pooling(self.model_dir, settings.layer, settings.pooling)
         if self.pooling not in POOLING_STRATEGIES:
             raise ConfigError(f"invalid pooling {self.pooling!r}: choose one of {', '.join(POOLING_STRATEGIES)}")
-        layers = self.model.config.num_hidden_layers
+        layers: int = self.config.num_hidden_layers
         if not -(layers + 1) <= self.layer <= layers:
             raise ConfigError(
                 f"layer {self.layer} does not exist: {model} has layers 0 (embeddings) to {layers}, "
@@ -252,7 +254,7 @@ class Embedder:
         if settings.max_length is not None and settings.max_length > limit:
             raise ConfigError(f"max_length {settings.max_length} exceeds the model's limit of {limit} tokens")
         self.max_length = settings.max_length or limit
-        self.dimension = self.model.config.hidden_size
+        self.dimension: int = self.config.hidden_size
         self._fingerprint: str | None = None
         # A fast tokenizer changes its own truncation settings on each call, and refuses to be used from two
         # threads at once ("Already borrowed"); the model's forward pass has no such state.
@@ -270,7 +272,7 @@ class Embedder:
             declared = json.loads(sentence_config.read_text(encoding="utf-8")).get("max_seq_length")
             if declared:
                 return int(declared)
-        positions = getattr(self.model.config, "max_position_embeddings", None) or 512
+        positions = getattr(self.config, "max_position_embeddings", None) or 512
         return min(positions, self.tokenizer.model_max_length)
 
     @property
@@ -353,13 +355,13 @@ class Embedder:
         """TEXT (and PAIR) exactly as the model sees it, refused rather than cut when over max_length."""
         with self._tokenizer_lock, quiet_transformers():
             encoded = self.tokenizer(text, pair, return_token_type_ids=True, return_offsets_mapping=True)
-        ids = encoded["input_ids"]
+        ids: list[int] = encoded["input_ids"]
         if len(ids) > self.max_length:
             raise InputTooLongError(
                 f"the text is {len(ids)} tokens long; {self.model_id} takes at most {self.max_length}: shorten it"
             )
         return Encoding(
-            tokens=self.tokenizer.convert_ids_to_tokens(ids),
+            tokens=cast(list[str], self.tokenizer.convert_ids_to_tokens(ids)),  # a list of ids gives a list
             ids=ids,
             segments=encoded.get("token_type_ids") or [0] * len(ids),
             mask=encoded["attention_mask"],
@@ -384,11 +386,11 @@ class Embedder:
             padded[row, : len(sequence)] = sequence
             present[row, : len(sequence)] = 1
         mask = torch.from_numpy(present).to(self.device)
-        ids = torch.from_numpy(padded).to(self.device)
-        if self.layer in (-1, self.model.config.num_hidden_layers):
-            hidden = self._run(ids, mask).last_hidden_state  # the other layers need not be kept
+        tokens = torch.from_numpy(padded).to(self.device)
+        if self.layer in (-1, self.config.num_hidden_layers):
+            hidden = self._run(tokens, mask).last_hidden_state  # the other layers need not be kept
         else:
-            hidden = self._run(ids, mask, all_layers=True).hidden_states[self.layer]
+            hidden = self._run(tokens, mask, all_layers=True).hidden_states[self.layer]
         # Pooling sums up to max_length token vectors: done in float32 whatever the model's precision.
         return F.normalize(pool(hidden.float(), mask, self.pooling), dim=-1).cpu().numpy()
 

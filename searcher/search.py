@@ -114,7 +114,7 @@ class Ranker:
         # Keyword search filters inside its own SQL; the vector side needs the passing documents' rowids.
         allowed = self._store.matching_documents(filters) if filters and options.needs_vector else None
         if options.mode == "keyword":
-            scored = {rowid: (score, None) for rowid, score in self._store.keyword_search(text, k, filters)}
+            scored: Scored = {rowid: (score, None) for rowid, score in self._store.keyword_search(text, k, filters)}
         elif vector is None or not len(self._vectors) or allowed == set():
             scored = {}
         elif options.mode == "dense":

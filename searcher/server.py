@@ -92,7 +92,10 @@ class ServerConfig:
     @classmethod
     def from_environment(cls) -> ServerConfig:
         values = json.loads(os.environ[CONFIG_VARIABLE])
-        return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in values.items()})
+        fields: dict[str, Any] = {
+            key: tuple(value) if isinstance(value, list) else value for key, value in values.items()
+        }
+        return cls(**fields)
 
 
 Query = Annotated[str, Field(min_length=1, max_length=MAX_QUERY_CHARS)]
@@ -289,16 +292,23 @@ def run(config: ServerConfig, host: str, port: int, workers: int) -> None:
     import uvicorn
 
     config.check()  # fail here, with one message, rather than in each worker
-    options = {"host": host, "port": port, "log_level": "warning", "server_header": False}
     if workers == 1:
-        uvicorn.run(create_app(config), **options)
+        uvicorn.run(create_app(config), host=host, port=port, log_level="warning", server_header=False)
         return
     # Worker processes import the app by name and inherit the environment: the one way to hand them the
     # settings. The variable is set for as long as they run, and only in this process and its children.
     previous = os.environ.get(CONFIG_VARIABLE)
     os.environ[CONFIG_VARIABLE] = config.to_environment()
     try:
-        uvicorn.run("searcher.server:app_from_environment", factory=True, workers=workers, **options)
+        uvicorn.run(
+            "searcher.server:app_from_environment",
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            log_level="warning",
+            server_header=False,
+        )
     finally:
         if previous is None:
             os.environ.pop(CONFIG_VARIABLE, None)

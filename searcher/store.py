@@ -99,7 +99,7 @@ class DocumentStore:
         with db.conn:
             db.conn.executescript(SCHEMA)
         # Triggers keep the BM25 index in step with every insert, update and delete of a document.
-        db["documents"].enable_fts(["text"], fts_version="FTS5", create_triggers=True, tokenize=FTS_TOKENIZER)
+        db.table("documents").enable_fts(["text"], fts_version="FTS5", create_triggers=True, tokenize=FTS_TOKENIZER)
         store = cls(db, path)
         store.update_manifest(manifest)
         return store
@@ -292,7 +292,8 @@ class DocumentStore:
         query = keyword_query(text)
         if query is None:
             return []
-        passing, values = "", []
+        passing = ""
+        values: list[Any] = []
         if filters:  # only then: the subquery makes FTS5 rank every match row by row (25× slower)
             where, values = filter_sql(filters)
             passing = f"AND rowid IN (SELECT rowid FROM documents WHERE {where}) "

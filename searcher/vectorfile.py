@@ -37,9 +37,10 @@ class VectorFile:
         in memory; with the `vectors_generation` the manifest named meanwhile."""
         manifest = self._manifest()
         on_disk = self._read(manifest, mmap)
-        self.rebuilt = on_disk is None or not self._current(on_disk, manifest)
-        if not self.rebuilt:
-            return on_disk, manifest.vectors_generation
+        usable = on_disk if on_disk is not None and self._current(on_disk, manifest) else None
+        self.rebuilt = usable is None
+        if usable is not None:
+            return usable, manifest.vectors_generation
         log.warning(
             "the vector file of index %s is missing, unreadable or out of date: rebuilt in memory from the stored "
             "vectors (`searcher check %s --repair` saves it)",

@@ -14,7 +14,7 @@ import math
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import faiss
 import numpy as np
@@ -107,7 +107,7 @@ class VectorIndex:
             sample = np.random.default_rng(0).permutation(len(vectors))[: cells * TRAINING_PER_CELL]
             index.train(vectors[np.sort(sample)])
         if kind == "hnsw":
-            faiss.downcast_index(index.index).hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+            cast(faiss.IndexHNSW, _unwrapped(index)).hnsw.efConstruction = HNSW_EF_CONSTRUCTION
         built = cls(index, search)
         built.add(ids, vectors)
         return built
@@ -145,8 +145,7 @@ class VectorIndex:
 
     @property
     def _inner(self) -> faiss.Index:
-        """The structure itself, inside its id map where it has one."""
-        return self._index if isinstance(self._index, faiss.IndexIVF) else faiss.downcast_index(self._index.index)
+        return _unwrapped(self._index)
 
     @property
     def kind(self) -> str:
@@ -173,9 +172,10 @@ class VectorIndex:
         """The stored ids, sorted."""
         if isinstance(self._index, faiss.IndexIVF):
             lists = self._index.invlists
+            assert lists is not None  # null only in an index being assembled by hand in C++
             cells = [faiss.rev_swig_ptr(lists.get_ids(cell), lists.list_size(cell)) for cell in range(lists.nlist)]
             return np.sort(np.concatenate([np.empty(0, dtype=np.int64), *cells]).astype(np.int64))
-        return np.sort(faiss.vector_to_array(self._index.id_map).astype(np.int64))
+        return np.sort(faiss.vector_to_array(cast(faiss.IndexIDMap, self._index).id_map).astype(np.int64))
 
     def add(self, ids: np.ndarray | list[int], vectors: np.ndarray) -> None:
         """Add VECTORS under new IDS."""
@@ -184,7 +184,8 @@ class VectorIndex:
     def remove(self, ids: np.ndarray | list[int]) -> None:
         """Remove IDS; only where `removes` is true."""
         if len(ids):
-            self._index.remove_ids(np.asarray(ids, dtype=np.int64))
+            # The stubs take only an IDSelector; faiss's Python wrapper builds the right one from an id array.
+            self._index.remove_ids(np.asarray(ids, dtype=np.int64))  # type: ignore[arg-type]
 
     def search(
         self, vector: np.ndarray, k: int, exact: Callable[[np.ndarray], np.ndarray] | None = None
@@ -196,19 +197,19 @@ class VectorIndex:
         without EXACT they are the codes' approximations.
         """
         query = np.asarray(vector, dtype=np.float32).reshape(1, -1)
-        rerank = exact is not None and self.kind == "ivfpq"
+        rescore = exact if self.kind == "ivfpq" else None  # the other structures' scores are exact already
         threads = faiss.omp_get_max_threads()
         # One query is faster on one thread (flat, 100,000 vectors: 8.4 ms against 15.9 ms on two): waking
         # OpenMP workers costs more than they save. The setting is the calling thread's own, so restored.
         faiss.omp_set_num_threads(1)
         try:
-            scores, ids = self._index.search(query, k * RERANK_DEPTH if rerank else k)
+            scores, ids = self._index.search(query, k * RERANK_DEPTH if rescore else k)
         finally:
             faiss.omp_set_num_threads(threads)
         found = ids[0] != -1
         ids, scores = ids[0][found], scores[0][found]
-        if rerank and len(ids):
-            scores = exact(ids) @ query[0]
+        if rescore and len(ids):
+            scores = rescore(ids) @ query[0]
             best = np.argsort(-scores, kind="stable")[:k]
             ids, scores = ids[best], scores[best]
         return [(int(i), float(s)) for i, s in zip(ids, scores, strict=True)]
@@ -229,3 +230,8 @@ class VectorIndex:
         except (OSError, RuntimeError) as error:  # faiss reports a failed write as RuntimeError
             temporary.unlink(missing_ok=True)
             raise IndexWriteError(f"cannot write {path}: {str(error).splitlines()[0]}") from None
+
+
+def _unwrapped(index: faiss.Index) -> faiss.Index:
+    """The structure itself, inside its id map where it has one (every kind but IVF, which keeps its own ids)."""
+    return index if isinstance(index, faiss.IndexIVF) else faiss.downcast_index(cast(faiss.IndexIDMap, index).index)

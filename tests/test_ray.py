@@ -170,25 +170,31 @@ def test_shard_directories_of_parquet_and_jsonl_files_and_file_uris(tmp_path, ti
         assert stored(from_directory, "d60")[1] == {"n": 60} and from_uri.search(RECORDS[70].text, k=1)[0].id == "d70"
 
 
-def test_bad_input_fails_as_on_the_local_path(tmp_path, tiny_model):
-    source = tmp_path / "bad.jsonl"
-    source.write_text('{"id": "a", "text": "fine"}\n{"id": "b", "text": \n')
-    outputs = [
+def on_both_engines(tmp_path, tiny_model, source, *options):
+    """`searcher index SOURCE` on the local engine, then on Ray, each into an index of its own."""
+    return [
         runner.invoke(
             app,
             [
                 "index",
                 str(source),
                 "--index",
-                str(tmp_path / engine_name),
+                str(tmp_path / engine),
                 "--model",
                 str(tiny_model),
                 "--engine",
-                engine_name,
+                engine,
+                *options,
             ],
         )
-        for engine_name in ("local", "ray")
+        for engine in ("local", "ray")
     ]
+
+
+def test_bad_input_fails_as_on_the_local_path(tmp_path, tiny_model):
+    source = tmp_path / "bad.jsonl"
+    source.write_text('{"id": "a", "text": "fine"}\n{"id": "b", "text": \n')
+    outputs = on_both_engines(tmp_path, tiny_model, source)
     assert outputs[0].exit_code == outputs[1].exit_code == 1
     assert outputs[0].stderr == outputs[1].stderr and "bad.jsonl:2: invalid JSON" in outputs[1].stderr
     (tmp_path / "bad.xml").write_text("<a/>")
@@ -223,24 +229,7 @@ def test_bad_input_fails_as_on_the_local_path(tmp_path, tiny_model):
 def test_malformed_records_are_skipped_on_request_as_on_the_local_path(tmp_path, tiny_model):
     source = tmp_path / "docs.jsonl"
     source.write_text('{"id": "a", "text": "fine"}\n{"id": "b", "text": \n{"id": "c", "text": "also fine"}\n')
-    outputs = [
-        runner.invoke(
-            app,
-            [
-                "index",
-                str(source),
-                "--index",
-                str(tmp_path / engine_name),
-                "--model",
-                str(tiny_model),
-                "--engine",
-                engine_name,
-                "--on-error",
-                "skip",
-            ],
-        )
-        for engine_name in ("local", "ray")
-    ]
+    outputs = on_both_engines(tmp_path, tiny_model, source, "--on-error", "skip")
     assert outputs[0].exit_code == outputs[1].exit_code == 0
     assert outputs[0].stderr == outputs[1].stderr and "Skipped 1 malformed records; the first: " in outputs[1].stderr
     assert "2 new" in outputs[1].stdout
