@@ -22,7 +22,8 @@ $(STAMP): pyproject.toml Makefile
 demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/searcher demo
 
-test: install
+# The README's test command and CI's: lint, types, then every test (slow ones included).
+test: lint typecheck
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -q
 
 # Skips the tests marked slow (crash loops, Ray clusters, real server processes).
