@@ -19,7 +19,14 @@ import numpy as np
 from filelock import Timeout
 
 from .config import BATCH_SIZE, BATCH_TOKENS, Settings
-from .errors import ConfigError, IndexCorruptError, IndexExistsError, IndexLockedError, ModelMismatchError
+from .errors import (
+    ConfigError,
+    IndexCorruptError,
+    IndexExistsError,
+    IndexLockedError,
+    IndexWriteError,
+    ModelMismatchError,
+)
 from .manifest import Manifest, new_manifest
 from .paths import DOCS_FILE, VECTORS_FILE, existing_index_path, index_path, is_index, writer_lock
 from .search import KEYWORD_WEIGHT, Hit, Ranker, SearchOptions, check_query
@@ -74,7 +81,10 @@ class Index:
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise IndexExistsError(f"{path} exists and is not an empty directory")
         embedder = embedder or _embedding().Embedder(settings.embedding, settings.runtime.device)
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise IndexWriteError(f"cannot create index directory {path}: {error.strerror}") from None
         VectorIndex.empty(embedder.dimension).save(path / VECTORS_FILE)
         manifest = new_manifest(embedder.spec, embedder.dimension, settings.index_type, FORMAT)
         index = cls(path, DocumentStore.create(path / DOCS_FILE, manifest), settings.runtime.device)
@@ -275,7 +285,7 @@ class Index:
         lock = writer_lock(self.path)
         try:
             lock.acquire(timeout=0)
-        except Timeout:
+        except Timeout:  # before OSError, of which it is a subclass
             log.warning("waiting for another process writing to index %s", self.name)
             try:
                 lock.acquire(timeout=-1 if self.lock_timeout is None else self.lock_timeout)
@@ -283,6 +293,8 @@ class Index:
                 raise IndexLockedError(
                     f"index {self.name!r} is being written by another process; gave up after {self.lock_timeout} s"
                 ) from None
+        except OSError as error:  # read-only storage, say: the lock file cannot be made
+            raise IndexWriteError(f"cannot write index {self.name!r}: {error.strerror}") from None
         self._writer_depth = 1
         try:
             self._vectors.prepare_write()  # another process may have written since this one loaded its vectors

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import sqlite3
 from collections.abc import Collection, Iterator, Sequence
@@ -91,6 +92,7 @@ class DocumentStore:
     def __init__(self, db: sqlite_utils.Database, path: Path) -> None:
         self.db = db
         self.path = path
+        self.read_only = on_read_only_storage(path)
 
     @classmethod
     def create(cls, path: Path, manifest: dict[str, Any]) -> DocumentStore:
@@ -329,6 +331,8 @@ class DocumentStore:
         off = int((np.abs(np.linalg.norm(vectors, axis=1) - 1.0) > 1e-3).sum()) if len(vectors) else 0
         if off:
             found.append(f"{off} vectors are not of unit length")
+        if self.read_only:  # FTS5's integrity check is a write command, which read-only storage refuses
+            return found
         try:
             self.db.execute("INSERT INTO documents_fts(documents_fts) VALUES ('integrity-check')")
         except sqlite3.DatabaseError:
@@ -379,9 +383,20 @@ def filter_sql(filters: dict[str, Any]) -> tuple[str, list[Any]]:
     return " AND ".join(conditions), values
 
 
+def on_read_only_storage(path: Path) -> bool:
+    """Whether the database at PATH exists where nothing can be written (a read-only mount, say)."""
+    return path.exists() and not os.access(path.parent, os.W_OK)
+
+
 def _connect(path: Path) -> sqlite_utils.Database:
-    # Writers take the index's file lock first, so waiting here is only for WAL checkpoints: be patient.
-    return sqlite_utils.Database(sqlite3.connect(path, timeout=BUSY_TIMEOUT_S))
+    if on_read_only_storage(path):
+        # Read-only storage: a WAL reader could not create its shared-memory file there, and no writer can
+        # change the database, so SQLite may read it as immutable.
+        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
+    else:
+        # Writers take the index's file lock first, so waiting here is only for WAL checkpoints: be patient.
+        connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S)
+    return sqlite_utils.Database(connection)
 
 
 def _marks(values: Sequence[Any]) -> str:
