@@ -27,14 +27,16 @@ from pathlib import Path
 
 import torch
 
-from searcher.config import BUNDLED_MODEL
+from searcher.config import BUNDLED_MODEL, EmbeddingSettings
 from searcher.embedder import Embedder, locate_model
 from searcher.sources import read_records
 
 WARM_UP_DOCUMENTS = 256
 
 
-def timed_embedding(embedder: Embedder, documents: list[tuple[str, tuple[str, ...]]], batch_size: int, batch_tokens: int) -> tuple[float, float, float]:
+def timed_embedding(
+    embedder: Embedder, documents: list[tuple[str, tuple[str, ...]]], batch_size: int, batch_tokens: int
+) -> tuple[float, float, float]:
     """Seconds in all, tokenizing, and in the model, for embedding DOCUMENTS once."""
     embedder.tokenize([text for text, _ in documents])  # warms the tokenizer's caches as a long run would
     tokenize_started = time.perf_counter()
@@ -55,9 +57,30 @@ def _synchronize(device: torch.device) -> None:
 def command_seconds(source: Path, model: str, device: str, batch_size: int, batch_tokens: int) -> float:
     with tempfile.TemporaryDirectory(prefix="searcher-throughput-") as home:
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "searcher", "index", str(source), "--index", "t", "--home", home, "--model", model,
-                        "--device", device, "--batch-size", str(batch_size), "--batch-tokens", str(batch_tokens)],
-                       check=True, capture_output=True, env=os.environ | {"HF_HUB_OFFLINE": "1"})
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "searcher",
+                "index",
+                str(source),
+                "--index",
+                "t",
+                "--home",
+                home,
+                "--model",
+                model,
+                "--device",
+                device,
+                "--batch-size",
+                str(batch_size),
+                "--batch-tokens",
+                str(batch_tokens),
+            ],
+            check=True,
+            capture_output=True,
+            env=os.environ | {"HF_HUB_OFFLINE": "1"},
+        )
         return time.perf_counter() - started
 
 
@@ -79,7 +102,9 @@ def main() -> None:
     parser.add_argument("corpus", type=Path, help="a BEIR directory (corpus.jsonl)")
     parser.add_argument("--device", default="auto", help="cuda, cpu or auto")
     parser.add_argument("--documents", type=int, default=20_000)
-    parser.add_argument("--batches", nargs="+", default=["64:16384", "256:65536", "512:131072"], help="TEXTS:TOKENS per forward pass")
+    parser.add_argument(
+        "--batches", nargs="+", default=["64:16384", "256:65536", "512:131072"], help="TEXTS:TOKENS per forward pass"
+    )
     parser.add_argument("--model", default=BUNDLED_MODEL)
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--command", action="store_true", help="also time the whole `searcher index` command")
@@ -89,19 +114,30 @@ def main() -> None:
     corpus = list(read_records(args.corpus / "corpus.jsonl"))
     records = list(itertools.islice(itertools.cycle(corpus), args.documents))
     documents = [(record.text, record.phrasings) for record in records]
-    embedder = Embedder(args.model, device=args.device, precision=args.precision)
+    embedder = Embedder(EmbeddingSettings(model=args.model, precision=args.precision), args.device)
     list(embedder.embed_documents(documents[:WARM_UP_DOCUMENTS]))
     tokens = sum(len(ids) for ids in embedder.tokenize([text for text, _ in documents]).ids)
-    name = torch.cuda.get_device_name(embedder.device) if embedder.device.type == "cuda" else f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
-    print(f"# {name}; torch {torch.__version__}; precision {embedder.precision}; {len(documents):,} documents of {args.corpus.name} "
-          f"({tokens / len(documents):.0f} tokens each on average, cut at {embedder.max_length}); {os.cpu_count()} CPUs")
+    name = (
+        torch.cuda.get_device_name(embedder.device)
+        if embedder.device.type == "cuda"
+        else f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"# {name}; torch {torch.__version__}; precision {embedder.precision}; "
+        f"{len(documents):,} documents of {args.corpus.name} "
+        f"({tokens / len(documents):.0f} tokens each on average, cut at {embedder.max_length}); {os.cpu_count()} CPUs"
+    )
     print("\n| run | batch (texts / tokens) | seconds | documents/s | tokenizing | model |")
     print("|---|---|---|---|---|---|")
     settings = [tuple(int(part) for part in batch.split(":")) for batch in args.batches]
     for batch_size, batch_tokens in settings:
         seconds, tokenize_seconds, model_seconds = timed_embedding(embedder, documents, batch_size, batch_tokens)
-        print(f"| `embed_documents` (one actor) | {batch_size} / {batch_tokens:,} | {seconds:.2f} | {len(documents) / seconds:,.0f} | "
-              f"{tokenize_seconds:.2f} s | {model_seconds:.2f} s |", flush=True)
+        print(
+            f"| `embed_documents` (one actor) | {batch_size} / {batch_tokens:,} | {seconds:.2f} | "
+            f"{len(documents) / seconds:,.0f} | "
+            f"{tokenize_seconds:.2f} s | {model_seconds:.2f} s |",
+            flush=True,
+        )
     if args.command:
         with tempfile.TemporaryDirectory(prefix="searcher-source-") as folder:
             source = Path(folder) / "documents.jsonl"
@@ -110,11 +146,21 @@ def main() -> None:
                     handle.write(json.dumps({"id": str(number), "text": record.text}) + "\n")
             for batch_size, batch_tokens in settings:
                 seconds = command_seconds(source, args.model, str(embedder.device.type), batch_size, batch_tokens)
-                print(f"| `searcher index` command | {batch_size} / {batch_tokens:,} | {seconds:.2f} | {len(documents) / seconds:,.0f} | | |", flush=True)
+                print(
+                    f"| `searcher index` command | {batch_size} / {batch_tokens:,} | {seconds:.2f} | "
+                    f"{len(documents) / seconds:,.0f} | | |",
+                    flush=True,
+                )
     if args.reference:
         for precision in dict.fromkeys(["fp32", embedder.precision]):
-            seconds = reference_seconds(args.model, str(embedder.device.type), precision, [text for text, _ in documents])
-            print(f"| sentence-transformers encode, {precision} | 64 / - | {seconds:.2f} | {len(documents) / seconds:,.0f} | | |", flush=True)
+            seconds = reference_seconds(
+                args.model, str(embedder.device.type), precision, [text for text, _ in documents]
+            )
+            print(
+                f"| sentence-transformers encode, {precision} | 64 / - | {seconds:.2f} | "
+                f"{len(documents) / seconds:,.0f} | | |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

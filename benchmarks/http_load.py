@@ -29,8 +29,14 @@ import numpy as np
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "faq.jsonl"
 QUESTIONS = [
-    "I forgot my password", "how do I get an invoice", "can I use it offline", "delete my account",
-    "the app is slow", "change my email address", "export my notes", "is there a dark mode",
+    "I forgot my password",
+    "how do I get an invoice",
+    "can I use it offline",
+    "delete my account",
+    "the app is slow",
+    "change my email address",
+    "export my notes",
+    "is there a dark mode",
 ]
 KINDS = ("dense", "keyword", "hybrid", "filtered", "batch")
 
@@ -44,7 +50,11 @@ def free_port() -> int:
 def request_body(kind: str, number: int) -> tuple[str, dict]:
     question = QUESTIONS[number % len(QUESTIONS)]
     if kind == "batch":
-        return "/v1/search/batch", {"index": "load", "queries": [QUESTIONS[(number + i) % len(QUESTIONS)] for i in range(4)], "k": 5}
+        return "/v1/search/batch", {
+            "index": "load",
+            "queries": [QUESTIONS[(number + i) % len(QUESTIONS)] for i in range(4)],
+            "k": 5,
+        }
     if kind == "filtered":
         return "/v1/search", {"index": "load", "query": question, "k": 5, "filter": {"load_group": {"in": [0, 1]}}}
     return "/v1/search", {"index": "load", "query": question, "k": 5, "mode": kind}
@@ -54,7 +64,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--upsert-every", type=float, default=0.2, help="seconds between the upserting client's requests")
+    parser.add_argument(
+        "--upsert-every", type=float, default=0.2, help="seconds between the upserting client's requests"
+    )
     parser.add_argument("--documents", type=Path, default=EXAMPLE, help="JSONL records to serve (id, text, fields)")
     args = parser.parse_args()
 
@@ -65,12 +77,21 @@ def main() -> None:
         source = Path(home) / "documents.jsonl"
         source.write_text("\n".join(json.dumps(record) for record in lines) + "\n", encoding="utf-8")
         environment = os.environ | {"HF_HUB_OFFLINE": "1"}
-        subprocess.run([sys.executable, "-m", "searcher", "index", str(source), "--index", "load", "--home", home],
-                       check=True, env=environment, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "searcher", "index", str(source), "--index", "load", "--home", home],
+            check=True,
+            env=environment,
+            capture_output=True,
+        )
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        server = subprocess.Popen([sys.executable, "-m", "searcher", "serve", "--index", "load", "--home", home, "--port", str(port)],
-                                  env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "searcher", "serve", "--index", "load", "--home", home, "--port", str(port)],
+            env=environment,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             started = time.perf_counter()
             wait_ready(base, server)
@@ -80,10 +101,14 @@ def main() -> None:
             server.terminate()
             server.wait(30)
 
-    print(f"# {platform.machine()}, {os.cpu_count()} CPUs; `searcher serve` on loopback, 1 worker, bundled model; "
-          f"{len(lines)} documents; ready {ready_seconds:.1f} s after start")
-    print(f"# {args.requests} search requests from {args.clients} clients in {report['seconds']:.1f} s "
-          f"({args.requests / report['seconds']:.0f} requests/s), while 1 client sent {report['upserts']} upserts")
+    print(
+        f"# {platform.machine()}, {os.cpu_count()} CPUs; `searcher serve` on loopback, 1 worker, bundled model; "
+        f"{len(lines)} documents; ready {ready_seconds:.1f} s after start"
+    )
+    print(
+        f"# {args.requests} search requests from {args.clients} clients in {report['seconds']:.1f} s "
+        f"({args.requests / report['seconds']:.0f} requests/s), while 1 client sent {report['upserts']} upserts"
+    )
     print("\n| request | count | errors | p50 ms | p99 ms |")
     print("|---|---|---|---|---|")
     for kind in (*KINDS, "upsert"):
@@ -148,8 +173,13 @@ def run_load(base: str, requests: int, clients: int, upsert_every: float) -> dic
             for version in itertools.count():
                 if searching_done.wait(upsert_every):
                     return
-                documents = [{"id": f"load-{version % 20}", "text": f"Release note {version}: syncing is faster on slow networks",
-                              "fields": {"load_group": version % 3}}]
+                documents = [
+                    {
+                        "id": f"load-{version % 20}",
+                        "text": f"Release note {version}: syncing is faster on slow networks",
+                        "fields": {"load_group": version % 3},
+                    }
+                ]
                 timed(client, "upsert", "PUT", "/v1/indexes/load/documents", {"documents": documents})
 
     started = time.perf_counter()
@@ -163,8 +193,13 @@ def run_load(base: str, requests: int, clients: int, upsert_every: float) -> dic
     seconds = time.perf_counter() - started
     searching_done.set()
     writer.join()
-    return {"timings": timings, "errors": errors, "examples": examples, "seconds": seconds,
-            "upserts": len(timings["upsert"]) + errors["upsert"]}
+    return {
+        "timings": timings,
+        "errors": errors,
+        "examples": examples,
+        "seconds": seconds,
+        "upserts": len(timings["upsert"]) + errors["upsert"],
+    }
 
 
 if __name__ == "__main__":

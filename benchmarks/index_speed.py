@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from searcher import Index, Settings, read_records
+from searcher import Index, Settings, load_settings, read_records
 
 
 def measure(dataset: str, settings: Settings) -> dict:
@@ -25,7 +25,7 @@ def measure(dataset: str, settings: Settings) -> dict:
         records = list(read_records(dataset))
         index = Index.create("bench", settings, home=home)
         loaded = time.perf_counter()
-        report = index.add(records, settings.batch_size, settings.batch_tokens)
+        report = index.add(records, settings.runtime.batch_size, settings.runtime.batch_tokens)
         index.close()
         finished = time.perf_counter()
     return {
@@ -44,15 +44,20 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto")
     args = parser.parse_args()
-    settings = Settings(device=args.device, precision=args.precision)
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, batches of at most {settings.batch_size} texts and "
-          f"{settings.batch_tokens} tokens, precision {args.precision}")
+    settings = load_settings(device=args.device, precision=args.precision)
+    print(
+        f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, batches of at most {settings.runtime.batch_size} texts and "
+        f"{settings.runtime.batch_tokens} tokens, precision {args.precision}"
+    )
     print(f"{'dataset':<14}{'docs':>8}{'truncated':>11}{'model load s':>14}{'index s':>10}{'docs/s':>9}{'total s':>9}")
     for dataset in args.datasets:
         row = measure(dataset, settings)
-        print(f"{row['dataset']:<14}{row['documents']:>8,}{row['truncated']:>11,}{row['load_s']:>14.1f}"
-              f"{row['add_s']:>10.1f}{row['documents'] / row['add_s']:>9.1f}{row['total_s']:>9.1f}", flush=True)
+        print(
+            f"{row['dataset']:<14}{row['documents']:>8,}{row['truncated']:>11,}{row['load_s']:>14.1f}"
+            f"{row['add_s']:>10.1f}{row['documents'] / row['add_s']:>9.1f}{row['total_s']:>9.1f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -7,14 +7,18 @@ relevant documents are the corpus utterances of its intent. Used to check that h
 hurt paraphrase matching while its weight is tuned.
 """
 
+import argparse
 import json
 import random
-import sys
 from pathlib import Path
 
 
 def main() -> None:
-    source, out = Path(sys.argv[1]), Path(sys.argv[2])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("source", type=Path, help="the banking77 directory (corpus.jsonl with metadata.intent)")
+    parser.add_argument("out", type=Path, help="directory to write corpus.jsonl, queries.jsonl and qrels/dev.tsv to")
+    args = parser.parse_args()
+    source, out = args.source, args.out
     rows = [json.loads(line) for line in (source / "corpus.jsonl").open(encoding="utf-8")]
     random.Random(77).shuffle(rows)
     cut = len(rows) // 5

@@ -35,18 +35,29 @@ def main() -> None:
     results: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="banking77-") as banking:
         subprocess.run([sys.executable, str(args.datasets / "banking77" / "make_qrels.py"), banking], check=True)
-        paths = {"stsbenchmark": args.datasets / "stsbenchmark", "banking77": Path(banking),
-                 "stackfaq": args.datasets / "stackfaq", "scifact": args.datasets / "scifact"}
+        paths = {
+            "stsbenchmark": args.datasets / "stsbenchmark",
+            "banking77": Path(banking),
+            "stackfaq": args.datasets / "stackfaq",
+            "scifact": args.datasets / "scifact",
+        }
         for name, path in paths.items():
             dataset = load_dataset(path, "test")
             for settings in sweep(LAYERS, POOLINGS, Settings()):
-                modes = ("dense", "keyword", "hybrid") if (settings.layer, settings.pooling) == DEFAULT else ("dense",)
+                modes = (
+                    ("dense", "keyword", "hybrid")
+                    if (settings.embedding.layer, settings.embedding.pooling) == DEFAULT
+                    else ("dense",)
+                )
                 started = time.perf_counter()
                 for result in evaluate(dataset, [settings], modes):
                     result["dataset"] = name
                     results.append(result)
-                    print(f"# {name} {_label(result)}: {_headline(result)} ({time.perf_counter() - started:.0f} s)",
-                          file=sys.stderr, flush=True)
+                    print(
+                        f"# {name} {_label(result)}: {_headline(result)} ({time.perf_counter() - started:.0f} s)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print_tables(results)
@@ -64,27 +75,40 @@ def _headline(result: dict) -> str:
 
 
 def _find(results: list[dict], dataset: str, layer: int, pooling: str, mode: str = "dense") -> dict:
-    return next(r for r in results if r["dataset"] == dataset and r["config"]["layer"] == layer
-                and r["config"]["pooling"] == pooling and r["config"].get("mode", "dense") == mode)
+    return next(
+        r
+        for r in results
+        if r["dataset"] == dataset
+        and r["config"]["layer"] == layer
+        and r["config"]["pooling"] == pooling
+        and r["config"].get("mode", "dense") == mode
+    )
 
 
 def print_tables(results: list[dict]) -> None:
-    print("| layer | pooling | SciFact nDCG@10 | StackFAQ nDCG@10 | Banking77 top-1 | Banking77 nDCG@10 | STS-B Spearman |")
+    print(
+        "| layer | pooling | SciFact nDCG@10 | StackFAQ nDCG@10 | Banking77 top-1 | Banking77 nDCG@10 "
+        "| STS-B Spearman |"
+    )
     print("|---|---|---|---|---|---|---|")
     for layer in LAYERS:
         for pooling in POOLINGS:
             scifact, stackfaq, banking = (_find(results, name, layer, pooling) for name in RETRIEVAL)
             sts = _find(results, "stsbenchmark", layer, pooling)
             marker = " (auto)" if (layer, pooling) == DEFAULT else ""
-            print(f"| {layer} | {pooling}{marker} | {scifact['ndcg_at_10']:.4f} | {stackfaq['ndcg_at_10']:.4f} | "
-                  f"{banking['top1']:.4f} | {banking['ndcg_at_10']:.4f} | {sts['spearman']:.4f} |")
+            print(
+                f"| {layer} | {pooling}{marker} | {scifact['ndcg_at_10']:.4f} | {stackfaq['ndcg_at_10']:.4f} | "
+                f"{banking['top1']:.4f} | {banking['ndcg_at_10']:.4f} | {sts['spearman']:.4f} |"
+            )
     print()
     print("| mode | SciFact nDCG@10 | StackFAQ nDCG@10 | Banking77 top-1 | Banking77 nDCG@10 |")
     print("|---|---|---|---|---|")
     for mode in ("dense", "keyword", "hybrid"):
         scifact, stackfaq, banking = (_find(results, name, *DEFAULT, mode) for name in RETRIEVAL)
-        print(f"| {mode} | {scifact['ndcg_at_10']:.4f} | {stackfaq['ndcg_at_10']:.4f} | {banking['top1']:.4f} | "
-              f"{banking['ndcg_at_10']:.4f} |")
+        print(
+            f"| {mode} | {scifact['ndcg_at_10']:.4f} | {stackfaq['ndcg_at_10']:.4f} | {banking['top1']:.4f} | "
+            f"{banking['ndcg_at_10']:.4f} |"
+        )
 
 
 if __name__ == "__main__":

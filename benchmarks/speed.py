@@ -9,10 +9,11 @@
 2. The same corpora through `Index.add` in this process, the model already loaded (what a long-running
    indexer or server sees), and its overhead: everything but the model's forward passes (tokenization,
    batching, SQLite, FAISS), as a share of the forward time.
-3. Latency: an index of --latency-docs synthetic documents (random clustered vectors written straight into
-   the store and built into the default vector structure by `check --repair`, so that building it takes
-   seconds, not an hour of embedding), then --queries real sentences through `Index.search`, warm; p50 and
-   p99 in milliseconds, with the model's share. Also the cold start of `searcher --help`.
+3. Latency: an index of --latency-docs synthetic documents (random clustered vectors stored through
+   `Index.add_embedded`, as vectors embedded elsewhere, into the default vector structure: auto, so IVF-PQ
+   past 50,000 vectors; building it takes seconds, not an hour of embedding), then --queries real sentences
+   through `Index.search`, warm; p50 and p99 in milliseconds, with the model's share. Also the cold start
+   of `searcher --help`.
 """
 
 from __future__ import annotations
@@ -25,24 +26,27 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from searcher import Index, Record, Settings
+from searcher import Index, Record, Settings, load_settings
 from searcher.config import BUNDLED_MODEL
-from searcher.embedder import Embedder, locate_model
+from searcher.embedder import EmbeddedDocuments, Embedder, locate_model
 from searcher.evaluate import load_sts
 from searcher.sources import read_records
-from searcher.store import content_hash
 
 REFERENCE_BATCH_SIZE = 64
+LATENCY_SHARD = 10_000  # synthetic documents stored per `add_embedded` shard (one SQLite transaction each)
 
 
 def corpora(sts: Path, scifact: Path, scifact_docs: int) -> dict[str, list[str]]:
     sentences = [text for a, b, _ in load_sts(sts / "sts-test.csv") for text in (a, b)]
-    documents = [record.text for _, record in zip(range(scifact_docs), read_records(scifact / "corpus.jsonl"))]
+    documents = [
+        record.text for _, record in zip(range(scifact_docs), read_records(scifact / "corpus.jsonl"), strict=False)
+    ]
     return {"STS-B test sentences": sentences, f"SciFact first {len(documents):,} docs": documents}
 
 
@@ -61,8 +65,19 @@ def command_seconds(texts: list[str], precision: str) -> float:
     with tempfile.TemporaryDirectory(prefix="searcher-speed-") as home:
         source = Path(home) / "texts.jsonl"
         source.write_text("".join(json.dumps({"id": str(i), "text": text}) + "\n" for i, text in enumerate(texts)))
-        command = [sys.executable, "-m", "searcher", "index", str(source), "--index", "speed", "--home", home,
-                   "--precision", precision]
+        command = [
+            sys.executable,
+            "-m",
+            "searcher",
+            "index",
+            str(source),
+            "--index",
+            "speed",
+            "--home",
+            home,
+            "--precision",
+            precision,
+        ]
         started = time.perf_counter()
         subprocess.run(command, check=True, capture_output=True)
         return time.perf_counter() - started
@@ -72,8 +87,20 @@ def in_process(texts: list[str], settings: Settings) -> tuple[float, float]:
     """Seconds of `Index.add` in all and in the model's forward passes."""
     with tempfile.TemporaryDirectory(prefix="searcher-speed-") as home:
         with Index.create("speed", settings, home=home) as index:
-            report = index.add([Record(str(i), text) for i, text in enumerate(texts)], settings.batch_size, settings.batch_tokens)
+            report = index.add(
+                [Record(str(i), text) for i, text in enumerate(texts)],
+                settings.runtime.batch_size,
+                settings.runtime.batch_tokens,
+            )
     return report.seconds, report.model_seconds
+
+
+def synthetic_shards(vectors: np.ndarray) -> Iterator[tuple[list[Record], EmbeddedDocuments]]:
+    """One synthetic document per row of VECTORS, as `Index.add_embedded` shards of LATENCY_SHARD documents."""
+    for start in range(0, len(vectors), LATENCY_SHARD):
+        block = vectors[start : start + LATENCY_SHARD]
+        records = [Record(f"doc-{i}", f"synthetic document {i}") for i in range(start, start + len(block))]
+        yield records, EmbeddedDocuments(list(range(len(block))), block, 0)
 
 
 def latency(documents: int, queries: list[str], settings: Settings, seed: int = 0) -> dict[str, float]:
@@ -83,13 +110,11 @@ def latency(documents: int, queries: list[str], settings: Settings, seed: int = 
         with Index.create("latency", settings, home=home) as index:
             dimension = index.embedder.dimension
             centres = rng.standard_normal((256, dimension)).astype(np.float32)
-            vectors = centres[rng.integers(0, len(centres), documents)] + 0.5 * rng.standard_normal((documents, dimension)).astype(np.float32)
+            vectors = centres[rng.integers(0, len(centres), documents)] + 0.5 * rng.standard_normal(
+                (documents, dimension)
+            ).astype(np.float32)
             vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-            rows = [(f"doc-{i}", f"synthetic document {i}", {}, content_hash(f"synthetic document {i}")) for i in range(documents)]
-            with index._store.transaction():
-                rowids, _ = index._store.upsert_documents(rows)
-                index._store.add_vectors([(rowid, None) for rowid in rowids], vectors)
-            index.check(repair=True)  # builds the vector structure from the stored rows (auto: ivf at 100,000)
+            index.add_embedded(synthetic_shards(vectors))  # saved in the structure auto means for this count
         with Index.open("latency", home) as index:
             for query in queries[:10]:
                 index.search(query, k=10)
@@ -101,9 +126,13 @@ def latency(documents: int, queries: list[str], settings: Settings, seed: int = 
                 started = time.perf_counter()
                 index.embedder.embed([query])
                 model.append((time.perf_counter() - started) * 1000)
-            kind = index._vectors.kind
-    return {"p50": float(np.percentile(timings, 50)), "p99": float(np.percentile(timings, 99)),
-            "model_p50": float(np.percentile(model, 50)), "kind": kind}
+            kind = index.vectors.kind
+    return {
+        "p50": float(np.percentile(timings, 50)),
+        "p99": float(np.percentile(timings, 99)),
+        "model_p50": float(np.percentile(model, 50)),
+        "kind": kind,
+    }
 
 
 def cold_start_seconds(runs: int = 3) -> float:
@@ -125,30 +154,42 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--skip", nargs="*", default=[], choices=["reference", "command", "in-process", "latency"])
     args = parser.parse_args()
-    settings = Settings(precision=args.precision)
-    resolved = Embedder.from_settings(settings).precision
-    print(f"# {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"searcher precision {args.precision} ({resolved}), batches of at most {settings.batch_size} texts / "
-          f"{settings.batch_tokens} tokens; sentence-transformers batch size {REFERENCE_BATCH_SIZE}")
+    settings = load_settings(precision=args.precision)
+    resolved = Embedder(settings.embedding, settings.runtime.device).precision
+    print(
+        f"# {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"searcher precision {args.precision} ({resolved}), batches of at most {settings.runtime.batch_size} texts / "
+        f"{settings.runtime.batch_tokens} tokens; sentence-transformers batch size {REFERENCE_BATCH_SIZE}"
+    )
     texts_by_corpus = corpora(args.sts, args.scifact, args.scifact_docs)
-    print("\n| corpus | texts | sentence-transformers encode | `searcher index` command | ratio | `Index.add` | ratio | overhead |")
+    print(
+        "\n| corpus | texts | sentence-transformers encode | `searcher index` command | ratio | `Index.add` | ratio "
+        "| overhead |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for name, texts in texts_by_corpus.items():
         reference = reference_seconds(texts) if "reference" not in args.skip else float("nan")
         command = command_seconds(texts, args.precision) if "command" not in args.skip else float("nan")
         add, model = in_process(texts, settings) if "in-process" not in args.skip else (float("nan"), float("nan"))
-        print(f"| {name} | {len(texts):,} | {reference:.1f} s, {len(texts) / reference:.0f}/s | {command:.1f} s, "
-              f"{len(texts) / command:.0f}/s | {reference / command:.2f}× | {add:.1f} s, {len(texts) / add:.0f}/s | "
-              f"{reference / add:.2f}× | {(add - model) / model:.1%} |", flush=True)
+        print(
+            f"| {name} | {len(texts):,} | {reference:.1f} s, {len(texts) / reference:.0f}/s | {command:.1f} s, "
+            f"{len(texts) / command:.0f}/s | {reference / command:.2f}× | {add:.1f} s, {len(texts) / add:.0f}/s | "
+            f"{reference / add:.2f}× | {(add - model) / model:.1%} |",
+            flush=True,
+        )
     if "latency" not in args.skip:
         queries = [text for text in texts_by_corpus["STS-B test sentences"]][: args.queries]
         result = latency(args.latency_docs, queries, settings)
-        print(f"\nQuery latency, Python API, {args.latency_docs:,} documents ({result['kind']}), k=10, {len(queries)} "
-              f"queries: p50 {result['p50']:.1f} ms, p99 {result['p99']:.1f} ms; embedding the query alone: p50 "
-              f"{result['model_p50']:.1f} ms")
+        print(
+            f"\nQuery latency, Python API, {args.latency_docs:,} documents ({result['kind']}), k=10, {len(queries)} "
+            f"queries: p50 {result['p50']:.1f} ms, p99 {result['p99']:.1f} ms; embedding the query alone: p50 "
+            f"{result['model_p50']:.1f} ms"
+        )
     if "command" not in args.skip:
-        print(f"Fixed cost of a `searcher index` run (one document: start-up, imports, model load): "
-              f"{command_seconds(['one short text'], args.precision):.1f} s")
+        print(
+            f"Fixed cost of a `searcher index` run (one document: start-up, imports, model load): "
+            f"{command_seconds(['one short text'], args.precision):.1f} s"
+        )
     print(f"Cold start of `searcher --help`: {cold_start_seconds():.2f} s")
 
 

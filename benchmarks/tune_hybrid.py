@@ -35,8 +35,10 @@ def main() -> None:
     print(f"{'mode':<8}{'weight':>8}{'ndcg@10':>9}{'recall@100':>12}{'top1':>7}")
     runs = [("keyword", 0.0)] + [("hybrid", float(w)) for w in args.weights.split(",")]
     for mode, weight in runs:
-        rankings = {qid: [h.id for h in index.search(text, RETRIEVAL_DEPTH, mode=mode, keyword_weight=weight)]
-                    for qid, text in dataset.queries.items()}
+        rankings = {
+            qid: [h.id for h in index.search(text, RETRIEVAL_DEPTH, mode=mode, keyword_weight=weight)]
+            for qid, text in dataset.queries.items()
+        }
         m = retrieval_metrics(rankings, dataset.qrels)
         print(f"{mode:<8}{weight:>8.2f}{m['ndcg_at_10']:>9.4f}{m['recall_at_100']:>12.4f}{m['top1']:>7.4f}", flush=True)
 

@@ -49,16 +49,24 @@ def measure(kind: str, ids: np.ndarray, vectors: np.ndarray, queries: np.ndarray
         hits = index.search(query, 10, lambda found: vectors[found - 1])
         timings.append((time.perf_counter() - started) * 1000)
         found.append([vector_id for vector_id, _ in hits])
-    recall = float(np.mean([len(set(row) & set(expected)) / 10 for row, expected in zip(found, truth)]))
-    return {"type": kind if kind != "auto" else f"auto → {index.kind}", "build_s": built, "mb": size / 2**20,
-            "p50": float(np.percentile(timings, 50)), "p99": float(np.percentile(timings, 99)), "recall": recall}
+    recall = float(np.mean([len(set(row) & set(expected)) / 10 for row, expected in zip(found, truth, strict=True)]))
+    return {
+        "type": kind if kind != "auto" else f"auto → {index.kind}",
+        "build_s": built,
+        "mb": size / 2**20,
+        "p50": float(np.percentile(timings, 50)),
+        "p99": float(np.percentile(timings, 99)),
+        "recall": recall,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--vectors", type=int, default=1_000_000)
     parser.add_argument("--queries", type=int, default=500)
-    parser.add_argument("--types", nargs="+", default=["flat", "ivf", "ivfpq", "hnsw"], help="also: auto (builds its choice again)")
+    parser.add_argument(
+        "--types", nargs="+", default=["flat", "ivf", "ivfpq", "hnsw"], help="also: auto (builds its choice again)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
@@ -70,14 +78,22 @@ def main() -> None:
     exact.add(vectors)
     truth = exact.search(queries, 10)[1] + 1
     del exact
-    print(f"# {platform.machine()}, {os.cpu_count()} CPUs, faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads; "
-          f"{args.vectors:,} vectors of dimension {DIMENSION} ({LATENT} hidden directions), {args.queries} queries, k=10; "
-          f"auto means {resolve_type('auto', args.vectors)} at this size")
+    print(
+        f"# {platform.machine()}, {os.cpu_count()} CPUs, faiss {faiss.__version__}, "
+        f"{faiss.omp_get_max_threads()} threads; "
+        f"{args.vectors:,} vectors of dimension {DIMENSION} ({LATENT} hidden directions), "
+        f"{args.queries} queries, k=10; "
+        f"auto means {resolve_type('auto', args.vectors)} at this size"
+    )
     print("\n| type | build s | file MB | p50 ms | p99 ms | recall@10 |")
     print("|---|---|---|---|---|---|")
     for kind in args.types:
         row = measure(kind, ids, vectors, queries, truth)
-        print(f"| {row['type']} | {row['build_s']:.1f} | {row['mb']:,.0f} | {row['p50']:.2f} | {row['p99']:.2f} | {row['recall']:.3f} |", flush=True)
+        print(
+            f"| {row['type']} | {row['build_s']:.1f} | {row['mb']:,.0f} | {row['p50']:.2f} | {row['p99']:.2f} "
+            f"| {row['recall']:.3f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
