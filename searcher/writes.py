@@ -169,8 +169,9 @@ class Writer:
                 model_seconds += batch.model_seconds
                 if progress:
                     progress(len(batch.records))
-            if progress:
-                progress(received - len(chunk_plan.pending))
+            settled = received - len(chunk_plan.pending)  # unchanged, fields only, empty or repeated
+            if progress and settled:
+                progress(settled)
         if changed:
             self._vectors.save()
         return AddReport(
