@@ -290,7 +290,7 @@ class Embedder:
         # embedded; cutting first keeps a multi-megabyte document from being tokenized in full.
         longest = self.max_length * MAX_CHARS_PER_TOKEN
         cut = [text[:longest] for text in texts]
-        with self._tokenizer_lock, quiet_transformers():
+        with self._tokenizer_lock:  # truncating: transformers has nothing to warn about
             encoded = self.tokenizer(
                 cut,
                 truncation=True,

@@ -345,11 +345,12 @@ class Index:
         for text in texts:
             check_query(text)
         options = SearchOptions(k, mode, min_score, keyword_weight, filters)
-        self._vectors.refresh()
+        manifest = self.manifest  # read once per call: a search reads it for the vector file and the threshold
+        self._vectors.refresh(manifest)
         ranker = Ranker(self._store, self._vectors.vectors)
         embed = options.needs_vector and len(self._vectors.vectors) > 0
         vectors = self.embedder.embed(list(texts)) if embed and texts else [None] * len(texts)
-        threshold = self.manifest.threshold(mode)
+        threshold = manifest.threshold(mode)
         return [
             ranker.hits(ranker.rank(text, vector, options), threshold)
             for text, vector in zip(texts, vectors, strict=True)

@@ -73,9 +73,9 @@ class VectorFile:
         ids, vectors = self._store.vectors(manifest.dimension)
         return VectorIndex.build(manifest.dimension, ids, vectors, manifest.index_type, manifest.search_params)
 
-    def refresh(self) -> None:
-        """Pick up the file a writer saved since this one was loaded; the writer vouches that it is whole."""
-        manifest = self._manifest()
+    def refresh(self, manifest: Manifest) -> None:
+        """Pick up the file a writer saved since this one was loaded, as the current MANIFEST names it; the writer
+        vouches that it is whole."""
         if manifest.vectors_generation != self._seen and self.path.exists():
             self.vectors = VectorIndex.load(self.path, manifest.search_params, mmap=True)
             self._seen, self.rebuilt = manifest.vectors_generation, False
