@@ -31,7 +31,7 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
-from .config import BATCH_SIZE, BATCH_TOKENS, EmbeddingSettings, Settings, load_settings
+from .config import BATCH_SIZE, BATCH_TOKENS, Settings, load_settings
 from .demo import run_demo
 from .errors import ConfigError, InvalidFilterError, OutputError, SearcherError, SourceError
 from .evaluate import RETRIEVAL_METRICS, STS_METRICS, BeirDataset, calibrate, evaluate, load_dataset, sweep
@@ -697,10 +697,10 @@ def embed(
     else:
         from .embedder import Embedder  # torch: imported only by the commands that run a model
 
-        settings = EmbeddingSettings(
-            model, "auto" if layer is None else layer, pooling or "auto", max_length, precision or "auto"
+        settings = load_settings(
+            model=model, layer=layer, pooling=pooling, max_length=max_length, precision=precision, device=device
         )
-        embedder = Embedder(settings, device or "auto")
+        embedder = Embedder(settings.embedding, settings.runtime.device)
     vectors = np.zeros((len(texts), embedder.dimension), dtype=np.float32)
     truncated = 0
     for batch in embedder.embed_documents((text, ()) for text in texts):

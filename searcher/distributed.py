@@ -102,8 +102,9 @@ def index_on_ray(
     read = ReadOptions(settings.source, skip_errors=on_error is not None)
     with Index.for_adding(name, settings, lock_timeout) as index:
         report, skipped = add_source(index, source, files, read, settings.runtime, options, on_embedded, on_stored)
-    for error in skipped:
-        on_error(error)  # type: ignore[misc]  # skipped is empty without ON_ERROR
+    if on_error is not None:
+        for error in skipped:
+            on_error(error)
     return report
 
 

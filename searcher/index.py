@@ -193,14 +193,15 @@ class Index:
 
     def require_settings(self, settings: Settings) -> None:
         """Refuse settings, other than "auto" or unset, that differ from how this index was built."""
-        spec = self.manifest.spec
+        manifest = self.manifest
+        spec = manifest.spec
         for name, value in vars(settings.embedding).items():
             if value not in (None, "auto") and getattr(spec, name) != value:
                 raise ConfigError(
                     f"index {self.name!r} was built with {name} {getattr(spec, name)!r}, not {value!r}; "
                     "use a new index for other settings"
                 )
-        stored_type = self.manifest.index_type
+        stored_type = manifest.index_type
         if settings.index_type not in ("auto", stored_type):
             raise ConfigError(
                 f"index {self.name!r} has index type {stored_type!r}; change it with "
@@ -244,18 +245,18 @@ class Index:
         `Embedder.embed_documents` made them with this index's model. Documents are planned as in `add`:
         the last of repeated ids wins and unchanged documents are left alone.
         """
-        dimension = self.manifest.dimension
+        manifest = self.manifest
         with self.writing():
             return self._writer().write(
-                (_shard_chunk(records, embedded, dimension) for records, embedded in shards),
-                self.manifest.spec.max_length,
+                (_shard_chunk(records, embedded, manifest.dimension) for records, embedded in shards),
+                manifest.spec.max_length,
                 progress,
             )
 
     def _writer(self) -> Writer:
         return Writer(self._store, self._vectors)
 
-    def stored_keys(self) -> Any:
+    def stored_keys(self) -> np.ndarray:
         """Sorted `document_key`s of the stored documents: a record whose key is here is stored unchanged."""
         return self._store.document_keys()
 

@@ -150,7 +150,7 @@ class ServedIndex:
 
     def _open_reader(self, home: str | None) -> Index:
         index = Index.open(self.name, home)
-        index.embedder.embed(["warm up"])  # the first forward pass is slower: pay it before ready
+        index.search("warm up", k=1)  # loads the vectors, and the first forward pass is slower: paid before ready
         return index
 
     async def read(self, work: Callable[[Index], T]) -> T:

@@ -22,25 +22,32 @@ log = logging.getLogger("searcher")
 
 
 class VectorFile:
-    """The vector structure of one index, as this process sees it, and the file it is saved to."""
+    """The vector structure of one index, as this process sees it, and the file it is saved to.
+
+    Loaded on first use, so that opening an index to check, describe or delete from it costs no FAISS work.
+    """
 
     def __init__(self, path: Path, store: DocumentStore, name: str) -> None:
         self.path = path
         self._store = store
         self._name = name
         self._stale = False  # vectors were dropped that the structure cannot remove in place (HNSW)
-        self.rebuilt = False  # the file on disk was not usable when last loaded: these vectors were rebuilt in memory
-        self.vectors, self._seen = self._load(mmap=True)
+        self._vectors: VectorIndex | None = None
+        self._seen: int | None = None  # the `vectors_generation` the manifest named when they were loaded
+
+    @property
+    def vectors(self) -> VectorIndex:
+        if self._vectors is None:
+            self._vectors, self._seen = self._load(mmap=True)
+        return self._vectors
 
     def _load(self, mmap: bool) -> tuple[VectorIndex, int | None]:
         """The file (IVF lists memory-mapped with MMAP) if it reflects SQLite's current state, else a rebuild
         in memory; with the `vectors_generation` the manifest named meanwhile."""
         manifest = self._manifest()
         on_disk = self._read(manifest, mmap)
-        usable = on_disk if on_disk is not None and self._current(on_disk, manifest) else None
-        self.rebuilt = usable is None
-        if usable is not None:
-            return usable, manifest.vectors_generation
+        if on_disk is not None and self._current(on_disk, manifest):
+            return on_disk, manifest.vectors_generation
         log.warning(
             "the vector file of index %s is missing, unreadable or out of date: rebuilt in memory from the stored "
             "vectors (`searcher check %s --repair` saves it)",
@@ -76,14 +83,14 @@ class VectorFile:
     def refresh(self, manifest: Manifest) -> None:
         """Pick up the file a writer saved since this one was loaded, as the current MANIFEST names it; the writer
         vouches that it is whole."""
-        if manifest.vectors_generation != self._seen and self.path.exists():
-            self.vectors = VectorIndex.load(self.path, manifest.search_params, mmap=True)
-            self._seen, self.rebuilt = manifest.vectors_generation, False
+        if self._vectors is not None and manifest.vectors_generation != self._seen and self.path.exists():
+            self._vectors = VectorIndex.load(self.path, manifest.search_params, mmap=True)
+            self._seen = manifest.vectors_generation
 
     def prepare_write(self) -> None:
         """Under the writer lock: the latest vectors, in memory, where changes can be applied."""
-        if self.vectors.read_only or self._manifest().vectors_generation != self._seen:
-            self.vectors, self._seen = self._load(mmap=False)
+        if self._vectors is None or self._vectors.read_only or self._manifest().vectors_generation != self._seen:
+            self._vectors, self._seen = self._load(mmap=False)
 
     def apply(self, dropped: list[int], added_ids: list[int] | None = None, added: np.ndarray | None = None) -> None:
         """Apply a committed write: DROPPED vector ids leave, ADDED vectors come in under ADDED_IDS."""
@@ -95,7 +102,7 @@ class VectorFile:
             self.vectors.add(added_ids, added)
 
     def replace(self, vectors: VectorIndex) -> None:
-        self.vectors, self._stale = vectors, False
+        self._vectors, self._stale = vectors, False
 
     def save(self) -> None:
         """Save atomically, then record which SQLite generation the file reflects.
@@ -109,7 +116,7 @@ class VectorFile:
         generation = self._store.generation()
         self.vectors.save(self.path)
         self._store.update_manifest({"vectors_generation": generation})
-        self._seen, self.rebuilt = generation, False
+        self._seen = generation
 
     def problems(self) -> list[str]:
         """What is wrong with the file on disk: unreadable, missing, or out of step with SQLite."""
