@@ -26,7 +26,7 @@ demo: install
 test: lint typecheck
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -q
 
-# Skips the tests marked slow (crash loops, Ray clusters, real server processes).
+# Skips the tests marked slow (crash loops, Ray clusters, processes of their own, the memory test).
 test-fast: install
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -q -m "not slow"
 

@@ -156,6 +156,7 @@ def test_bundled_model_matches_sentence_transformers(bundled_embedder):
     np.testing.assert_allclose(bundled_embedder.embed(SENTENCES), expected, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_using_the_embedder_leaves_the_host_applications_transformers_logging_alone(tiny_model):
     script = (
         "from transformers.utils import logging; logging.set_verbosity_info()\n"

@@ -63,6 +63,7 @@ def on_read_only_mount(source, mount_point, *command):
     )
 
 
+@pytest.mark.slow
 def test_an_index_on_read_only_storage_answers_and_refuses_writes_in_one_line(index_path, tmp_path, tiny_model):
     mount_point = tmp_path / "mounted"
     mount_point.mkdir()
