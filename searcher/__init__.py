@@ -11,6 +11,7 @@ from .manifest import EmbeddingSpec, Manifest  # noqa: E402
 from .paths import list_indexes  # noqa: E402
 from .search import Hit  # noqa: E402
 from .sources import Record, read_records  # noqa: E402
+from .tune import Hyperparameters, TuneReport, tune  # noqa: E402
 from .writes import AddReport  # noqa: E402
 
 __all__ = [
@@ -18,12 +19,15 @@ __all__ = [
     "EmbeddingSettings",
     "EmbeddingSpec",
     "Hit",
+    "Hyperparameters",
     "Index",
     "Manifest",
     "Record",
     "SearcherError",
     "Settings",
+    "TuneReport",
     "list_indexes",
     "load_settings",
     "read_records",
+    "tune",
 ]

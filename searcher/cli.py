@@ -41,6 +41,7 @@ from .paths import drop_index, index_path, list_indexes
 from .plots import plot_context, plot_histogram
 from .search import search_response
 from .sources import read_records
+from .tune import Hyperparameters, TrainingStep, TuneReport, tune
 from .writes import AddReport
 
 console = Console()
@@ -798,6 +799,84 @@ def calibrate_command(
         f"on the {result.coverage:.1%} of {result.queries:,} questions scoring at least that; "
         'the others now get "no good match".'
     )
+
+
+@app.command("tune")
+def tune_command(
+    source: Annotated[str, typer.Argument(help="The documents, as for `searcher index` (a FAQ, a BEIR directory…).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write the tuned model to (must not exist).")],
+    pairs: Annotated[
+        list[Path] | None,
+        typer.Option("--pairs", help='JSONL of {"query": …, "id": …}: questions and the document that answers each.'),
+    ] = None,
+    split: Annotated[
+        str | None, typer.Option(help="Also learn the judged queries of a BEIR directory's qrels/SPLIT.tsv.")
+    ] = None,
+    check_split: Annotated[
+        str | None,
+        typer.Option("--check-split", help="Check on this qrels split instead of on pairs held back from training."),
+    ] = None,
+    base: Annotated[str | None, typer.Option(help="Model to start from (default: the bundled one).")] = None,
+    epochs: Annotated[int, typer.Option(help="Passes over the pairs.")] = Hyperparameters.epochs,
+    batch_size: Annotated[
+        int, typer.Option(help="Pairs per step; each query's negatives are the other pairs' documents.")
+    ] = Hyperparameters.batch_size,
+    learning_rate: Annotated[float, typer.Option(help="AdamW's peak learning rate.")] = Hyperparameters.learning_rate,
+    seed: Annotated[int, typer.Option(help="Seeds shuffling, held-back pairs and dropout.")] = Hyperparameters.seed,
+    max_minutes: Annotated[
+        float | None, typer.Option("--max-minutes", help="Stop training after the step that passes this; still checks.")
+    ] = None,
+    device: DeviceOption = None,
+    force: Annotated[bool, typer.Option("--force", help="Write the tuned model even if it scores worse.")] = False,
+    text_field: Annotated[list[str] | None, typer.Option("--text-field", help="As for `searcher index`.")] = None,
+    id_field: Annotated[str | None, typer.Option(help="As for `searcher index`.")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Fine-tune the model on SOURCE's own pairs and on feedback; write it only if it scores no worse."""
+    with _progress() as progress:
+        task = progress.add_task("Tuning", total=None)
+
+        def advance(step: TrainingStep) -> None:
+            description = f"Epoch {step.epoch}/{step.epochs}, loss {step.loss:.3f}"
+            progress.update(task, completed=step.step, total=step.steps, description=description)
+
+        report = tune(
+            source,
+            out,
+            pairs_files=pairs or [],
+            split=split,
+            check_split=check_split,
+            base=base,
+            hyperparameters=Hyperparameters(epochs, batch_size, learning_rate, seed),
+            max_minutes=max_minutes,
+            device=device or "auto",
+            force=force,
+            text_fields=text_field or [],
+            id_field=id_field,
+            on_step=advance,
+            on_phase=lambda message: say(f"{message}…", errors),
+        )
+    if json_output:
+        _print_json(report.as_dict())
+    else:
+        _tune_summary(report)
+
+
+def _tune_summary(report: TuneReport) -> None:
+    gate = report.gate
+    table = Table("metric", "base", "tuned", title=f"{gate.queries:,} {gate.checked_on}", title_justify="left")
+    for metric in ("top1", "ndcg_at_10"):
+        table.add_row(metric, f"{gate.before[metric]:.4f}", f"{gate.after[metric]:.4f}")
+    console.print(table)
+    learned = ", ".join(f"{count:,} {kind}" for kind, count in report.pairs.items() if count)
+    stopped = (
+        f" (stopped at --max-minutes after {report.steps} of {report.planned_steps})" if report.stopped_early else ""
+    )
+    say(f"Tuned on {learned} pairs: {report.steps:,} steps{stopped} in {report.seconds['train']:.0f} s")
+    if report.records_without_pairs:
+        say(f"{report.records_without_pairs:,} of {report.records:,} records gave no pairs of their own (only a text)")
+    note = " although it scores worse (--force)" if report.gate.worse else ""
+    say(f"Wrote {report.out}{note}; use it with --model {report.out}")
 
 
 def _split_list(value: str) -> list[str]:

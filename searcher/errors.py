@@ -77,3 +77,15 @@ class EmptyQueryError(SearcherError):
     """A query has no text to search for."""
 
     exit_code = 2
+
+
+class TuneError(SearcherError):
+    """A model cannot be tuned on the data given, or its training failed."""
+
+
+class TuneRejectedError(SearcherError):
+    """The tuned model scored worse than its base on unseen queries, so it was not written."""
+
+    def __init__(self, message: str, report: object) -> None:
+        super().__init__(message)
+        self.report = report

@@ -14,6 +14,8 @@ from . import faq
 from .errors import SourceError
 
 DEFAULT_ID_FIELDS = ("_id", "id")
+# A text that starts with one of these fields, followed by others, starts with a heading: the rest is its body.
+HEADING_FIELDS = ("title", faq.QUESTION)
 DIRECTORY_SUFFIXES = (".txt", ".md")
 FILE_FORMATS = (".jsonl", ".ndjson", ".csv", ".tsv", ".txt")
 OnError = Callable[[SourceError], None] | None
@@ -27,6 +29,12 @@ class Record:
     text: str
     fields: dict[str, Any] = field(default_factory=dict)
     phrasings: tuple[str, ...] = ()  # other wordings of the same question, each matched on its own
+    heading: str = ""  # a title or FAQ question the text starts with (not stored: tuning pairs it with the body)
+
+    @property
+    def body(self) -> str:
+        """The text after its heading: a document's text without its title, a FAQ entry's answer."""
+        return self.text[len(self.heading) :].strip()
 
 
 def read_records(
@@ -208,12 +216,17 @@ def make_record(
     parts = [_text_value(row[key], location, key) for key in text_keys]
     record_id = fallback_id if id_key is None else _id_value(row[id_key], location, id_key)
     text = " ".join(part for part in parts if part)
+    heading = parts[0] if text_keys[0] in HEADING_FIELDS else ""
     if not text_fields and faq.is_entry(text_keys):
         return Record(
-            record_id, text, faq.entry_fields(row, id_key), _alternatives(row.get(faq.ALTERNATIVES), location)
+            record_id,
+            text,
+            faq.entry_fields(row, id_key),
+            _alternatives(row.get(faq.ALTERNATIVES), location),
+            heading,
         )
     fields = {key: value for key, value in row.items() if key != id_key and key not in text_keys}
-    return Record(id=record_id, text=text, fields=fields)
+    return Record(id=record_id, text=text, fields=fields, heading=heading)
 
 
 def _alternatives(value: Any, location: str) -> tuple[str, ...]:

@@ -17,18 +17,23 @@ def test_beir_title_and_text_are_joined(tmp_path):
         tmp_path / "c.jsonl",
         {"_id": "d1", "title": "Strikethrough", "text": "Use ~~tildes~~.", "metadata": {"thread": 0}},
     )
-    assert list(read_records(source)) == [Record("d1", "Strikethrough Use ~~tildes~~.", {"metadata": {"thread": 0}})]
+    records = list(read_records(source))
+    assert records == [
+        Record("d1", "Strikethrough Use ~~tildes~~.", {"metadata": {"thread": 0}}, heading="Strikethrough")
+    ]
+    assert records[0].body == "Use ~~tildes~~."
 
 
 def test_empty_title_is_not_joined(tmp_path):
     source = write_jsonl(tmp_path / "c.jsonl", {"_id": "d1", "title": "", "text": "just text"})
-    assert next(read_records(source)).text == "just text"
+    record = next(read_records(source))
+    assert record.text == record.body == "just text" and record.heading == ""
 
 
 def test_faq_question_and_answer_are_joined_and_kept_as_fields(tmp_path):
     source = write_jsonl(tmp_path / "faq.jsonl", {"id": 7, "question": "Q?", "answer": "A.", "category": "billing"})
     assert list(read_records(source)) == [
-        Record("7", "Q? A.", {"question": "Q?", "answer": "A.", "category": "billing"})
+        Record("7", "Q? A.", {"question": "Q?", "answer": "A.", "category": "billing"}, heading="Q?")
     ]
 
 
