@@ -328,19 +328,23 @@ def reindex(
 
 
 class RateColumn(ProgressColumn):
-    """Documents per second."""
+    """Units (documents, steps) per second."""
+
+    def __init__(self, unit: str) -> None:
+        super().__init__()
+        self.unit = unit
 
     def render(self, task: Task) -> Text:
-        return Text(f"{task.speed or 0:,.1f} docs/s", style="progress.data.speed")
+        return Text(f"{task.speed or 0:,.1f} {self.unit}/s", style="progress.data.speed")
 
 
-def _progress() -> Progress:
+def _progress(unit: str = "docs") -> Progress:
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TaskProgressColumn(),
-        RateColumn(),
+        RateColumn(unit),
         TimeRemainingColumn(),
         console=errors,
         disable=not errors.is_terminal,
@@ -833,7 +837,7 @@ def tune_command(
     json_output: JsonOption = False,
 ) -> None:
     """Fine-tune the model on SOURCE's own pairs and on feedback; write it only if it scores no worse."""
-    with _progress() as progress:
+    with _progress("steps") as progress:
         task = progress.add_task("Tuning", total=None)
 
         def advance(step: TrainingStep) -> None:

@@ -464,6 +464,10 @@ class ContrastiveTrainer:
             (directory / name).parent.mkdir(parents=True, exist_ok=True)
             (directory / name).write_text(json.dumps(content, indent=2), encoding="utf-8")
         (directory / "2_Normalize").mkdir(exist_ok=True)
+        # transformers writes the weights owner-only; a server running as another user must read them too.
+        readable = (directory / "modules.json").stat().st_mode
+        for path in directory.glob("*.safetensors"):
+            path.chmod(readable)
 
 
 def _with_precision(model: torch.nn.Module, precision: str) -> torch.nn.Module:

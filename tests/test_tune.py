@@ -103,6 +103,7 @@ def test_tuned_model_is_a_sentence_transformers_directory_that_searcher_reads(tm
     assert {"modules.json", "sentence_bert_config.json", "1_Pooling", "model.safetensors", "tune.json"} <= {
         path.name for path in out.iterdir()
     }
+    assert (out / "model.safetensors").stat().st_mode == (out / "config.json").stat().st_mode  # not owner-only
     saved = json.loads((out / "tune.json").read_text())
     assert saved["base"] == str(tiny_model) and saved["fingerprint"] == report.fingerprint
     assert saved["hyperparameters"]["batch_size"] == 4 and saved["searcher_version"]
