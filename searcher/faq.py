@@ -6,6 +6,7 @@ keeps question and answer as fields; a hit then shows the wording that matched a
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 QUESTION = "question"
@@ -13,6 +14,8 @@ ANSWER = "answer"
 ALTERNATIVES = "alternatives"
 # The fields a FAQ entry's text is taken from, most complete first.
 TEXT_FIELD_CHOICES = ((QUESTION, ANSWER), (QUESTION,), (ANSWER,))
+# The fields a hit shows as text, a FAQ entry's or any other document's that has them.
+SHOWN_FIELDS = (QUESTION, ANSWER)
 
 
 def is_entry(text_keys: list[str]) -> bool:
@@ -27,8 +30,14 @@ def entry_fields(row: dict[str, Any], id_key: str | None) -> dict[str, Any]:
 
 def matched_question(fields: dict[str, Any], matched: str | None) -> str | None:
     """The wording of a FAQ entry's question that matched (MATCHED, else its question); None for other documents."""
-    return matched or fields.get(QUESTION)
+    return matched or _text(fields.get(QUESTION))
 
 
 def answer(fields: dict[str, Any]) -> str | None:
-    return fields.get(ANSWER)
+    return _text(fields.get(ANSWER))
+
+
+def _text(value: Any) -> str | None:
+    # Sources store text here, but a Record given to the library or the HTTP API, or an index written before
+    # searcher checked, may hold any JSON value.
+    return value if value is None or isinstance(value, str) else json.dumps(value, ensure_ascii=False)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from . import faq
 from .errors import SourceError
@@ -19,6 +21,17 @@ HEADING_FIELDS = ("title", faq.QUESTION)
 DIRECTORY_SUFFIXES = (".txt", ".md")
 FILE_FORMATS = (".jsonl", ".ndjson", ".csv", ".tsv", ".txt")
 OnError = Callable[[SourceError], None] | None
+# What Excel ("CSV UTF-8") and Notepad write before the first line; it is no part of the first field or document.
+BOM = "\ufeff"
+# Python's default (131,072 characters) refuses long documents. A bound stays, so that an unbalanced quote fails at a
+# line instead of reading the rest of a large file into one field (64 MiB at most: csv keeps 4 bytes a character).
+CSV_FIELD_LIMIT = 16 * 1024 * 1024
+# No metadata needs more, and near 1,000 levels the JSON encoder and SQLite's JSON functions, which store and
+# filter fields, give up: refused while reading, a deeper field cannot break an index half-written.
+MAX_NESTING = 100
+# Half of a UTF-16 pair: what bytes that are not UTF-8 decode to (errors="surrogateescape") and what a JSON escape
+# such as "\ud800" reads as. Neither can be encoded for SQLite or the tokenizer.
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -60,7 +73,9 @@ def _read_source(
     source: str | Path, text_fields: Sequence[str], id_field: str | None, on_error: OnError
 ) -> Iterator[Record]:
     if str(source) == "-":
-        yield from _read_jsonl(sys.stdin, "<stdin>", text_fields, id_field, on_error)
+        # Its bytes, decoded a line at a time, so that a line that is not UTF-8 is that line's error alone.
+        lines = _lines(getattr(sys.stdin, "buffer", sys.stdin))
+        yield from _read_jsonl(lines, "<stdin>", text_fields, id_field, on_error)
         return
     path = Path(source)
     if path.is_dir():
@@ -86,25 +101,53 @@ def check_file_format(path: str | Path, formats: Sequence[str]) -> None:
 
 
 def read_stream(
-    handle: TextIO, name: str, text_fields: Sequence[str] = (), id_field: str | None = None, on_error: OnError = None
+    handle: TextIO | BinaryIO,
+    name: str,
+    text_fields: Sequence[str] = (),
+    id_field: str | None = None,
+    on_error: OnError = None,
 ) -> Iterator[Record]:
-    """Records from an open JSONL/CSV/TSV/TXT text stream, parsed by NAME's suffix; errors name NAME and the line."""
+    """Records from an open JSONL/CSV/TSV/TXT stream of text or UTF-8 bytes, parsed by NAME's suffix; errors name
+    NAME and the line."""
     suffix = Path(name).suffix.lower()
+    lines = _lines(handle)
     try:
         if suffix in (".jsonl", ".ndjson"):
-            yield from _read_jsonl(handle, name, text_fields, id_field, on_error)
+            yield from _read_jsonl(lines, name, text_fields, id_field, on_error)
         elif suffix in (".csv", ".tsv"):
-            yield from _read_table(handle, name, "\t" if suffix == ".tsv" else ",", text_fields, id_field, on_error)
+            yield from _read_table(lines, name, "\t" if suffix == ".tsv" else ",", text_fields, id_field, on_error)
         else:
-            for line_number, line in enumerate(handle, start=1):
-                yield Record(id=f"{Path(name).name}:{line_number}", text=line.strip())
-    except UnicodeDecodeError:
+            for line_number, line in enumerate(lines, start=1):
+                yield from _guarded(
+                    on_error, _line_record, line, f"{name}:{line_number}", f"{Path(name).name}:{line_number}"
+                )
+    except UnicodeDecodeError:  # a text stream that decodes strictly cannot tell which line
         raise SourceError(f"{name}: not UTF-8 text") from None
+
+
+def _lines(handle: Iterable[str | bytes]) -> Iterator[str]:
+    """HANDLE's lines as text, without a byte-order mark; bytes that are not UTF-8 become lone surrogates, for the
+    reader to refuse their line alone."""
+    for number, line in enumerate(handle):
+        text = line.decode("utf-8", "surrogateescape") if isinstance(line, bytes) else line
+        yield text.removeprefix(BOM) if number == 0 else text
+
+
+def _check_utf8(text: str, location: str) -> None:
+    """Refuse TEXT decoded from bytes that were not UTF-8 (see `_lines`)."""
+    if LONE_SURROGATE.search(text):
+        raise SourceError(f"{location}: not UTF-8 text")
+
+
+def _line_record(line: str, location: str, fallback_id: str) -> Record:
+    _check_utf8(line, location)
+    return Record(id=fallback_id, text=line.strip())
 
 
 def _open_text(path: Path) -> TextIO:
     try:
-        return path.open(encoding="utf-8", newline="")
+        # Bytes that are not UTF-8 are kept as lone surrogates, so that they are refused at their line, not read.
+        return path.open(encoding="utf-8", errors="surrogateescape", newline="")
     except FileNotFoundError:
         raise SourceError(f"no such file or directory: {path}") from None
     except OSError as error:
@@ -144,39 +187,78 @@ def _read_jsonl(
 def _jsonl_record(
     line: str, location: str, fallback_id: str, text_fields: Sequence[str], id_field: str | None
 ) -> Record:
+    _check_utf8(line, location)
     try:
         row = json.loads(line)
     except json.JSONDecodeError as error:
         raise SourceError(f"{location}: invalid JSON: {error.msg} (column {error.colno})") from None
+    except ValueError:  # int() refuses longer numbers, which take it quadratic time
+        raise SourceError(f"{location}: a number of more than {sys.get_int_max_str_digits()} digits") from None
+    except RecursionError:
+        raise SourceError(f"{location}: nested too deeply (more than {MAX_NESTING} levels)") from None
     if not isinstance(row, dict):
         raise SourceError(f"{location}: expected a JSON object, got {type(row).__name__}")
     return make_record(row, location, fallback_id, text_fields, id_field)
 
 
 def _read_table(
-    handle: TextIO, name: str, delimiter: str, text_fields: Sequence[str], id_field: str | None, on_error: OnError
+    lines: Iterable[str],
+    name: str,
+    delimiter: str,
+    text_fields: Sequence[str],
+    id_field: str | None,
+    on_error: OnError,
 ) -> Iterator[Record]:
-    reader = csv.DictReader(handle, delimiter=delimiter)
-    if not reader.fieldnames:
+    # The limit is the whole process's: raising it lets other readers take longer fields, and nothing else.
+    csv.field_size_limit(CSV_FIELD_LIMIT)
+    reader = csv.DictReader(lines, delimiter=delimiter)
+    try:
+        header = reader.fieldnames
+    except csv.Error as error:
+        raise SourceError(f"{name}:{reader.reader.line_num}: {error}") from None
+    if not header:
         raise SourceError(f"{name}: empty file, expected a header line")
-    for row in reader:
+    _check_utf8("".join(header), f"{name}:{reader.reader.line_num}")
+    for line_number, row in _table_rows(reader):
         yield from _guarded(
             on_error,
             _table_record,
             row,
-            f"{name}:{reader.line_num}",
-            f"{Path(name).name}:{reader.line_num}",
-            len(reader.fieldnames),
+            f"{name}:{line_number}",
+            f"{Path(name).name}:{line_number}",
+            len(header),
             text_fields,
             id_field,
         )
 
 
+def _table_rows(reader: csv.DictReader) -> Iterator[tuple[int, dict | csv.Error]]:
+    """Each row with the line it ends on, or the error the csv module gave up on a row with: it reads on at the
+    next line."""
+    while True:
+        try:
+            row: dict | csv.Error = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            row = error
+        yield reader.reader.line_num, row
+
+
 def _table_record(
-    row: dict, location: str, fallback_id: str, columns: int, text_fields: Sequence[str], id_field: str | None
+    row: dict | csv.Error,
+    location: str,
+    fallback_id: str,
+    columns: int,
+    text_fields: Sequence[str],
+    id_field: str | None,
 ) -> Record:
+    if isinstance(row, csv.Error):
+        raise SourceError(f"{location}: {row}")
     if None in row:
         raise SourceError(f"{location}: more values than the header's {columns} columns")
+    for value in row.values():
+        _check_utf8(value or "", location)
     return make_record(row, location, fallback_id, text_fields, id_field)
 
 
@@ -196,10 +278,8 @@ def _read_directory(directory: Path) -> Iterator[Record]:
         raise SourceError(f"{directory}: no {' or '.join(DIRECTORY_SUFFIXES)} files in this directory")
     for path in files:
         with _open_text(path) as handle:
-            try:
-                text = handle.read()
-            except UnicodeDecodeError:
-                raise SourceError(f"{path}: not UTF-8 text") from None
+            text = handle.read().removeprefix(BOM)
+        _check_utf8(text, str(path))
         yield Record(id=path.relative_to(directory).as_posix(), text=text.strip())
 
 
@@ -211,6 +291,9 @@ def make_record(
     A FAQ entry (question, answer, optional list of alternative phrasings) keeps question and answer as
     fields too (see `faq`).
     """
+    for key, value in row.items():
+        _check_storable(key, location, key)
+        _check_storable(value, location, key)
     id_key = _id_key(row, location, id_field)
     text_keys = _text_keys(row, location, text_fields)
     parts = [_text_value(row[key], location, key) for key in text_keys]
@@ -218,15 +301,37 @@ def make_record(
     text = " ".join(part for part in parts if part)
     heading = parts[0] if text_keys[0] in HEADING_FIELDS else ""
     if not text_fields and faq.is_entry(text_keys):
-        return Record(
-            record_id,
-            text,
-            faq.entry_fields(row, id_key),
-            _alternatives(row.get(faq.ALTERNATIVES), location),
-            heading,
+        fields = faq.entry_fields(row, id_key)
+        phrasings = _alternatives(row.get(faq.ALTERNATIVES), location)
+    else:
+        fields = {key: value for key, value in row.items() if key != id_key and key not in text_keys}
+        phrasings = ()
+    return Record(record_id, text, _shown_as_text(fields, location), phrasings, heading)
+
+
+def _check_storable(value: Any, location: str, key: str, depth: int = 0) -> None:
+    """Refuse what an index cannot store as JSON in UTF-8: a number that is not finite (Python's json reads NaN and
+    Infinity), a lone surrogate, nesting deeper than MAX_NESTING."""
+    if isinstance(value, str) and LONE_SURROGATE.search(value):
+        raise SourceError(
+            f"{location}: field {key!r} holds a lone surrogate (half of a UTF-16 pair), which is not text"
         )
-    fields = {key: value for key, value in row.items() if key != id_key and key not in text_keys}
-    return Record(id=record_id, text=text, fields=fields, heading=heading)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SourceError(f"{location}: field {key!r} holds a number that is not finite ({value})")
+    if isinstance(value, (dict, list)):
+        if depth == MAX_NESTING:
+            raise SourceError(f"{location}: field {key!r} is nested too deeply (more than {MAX_NESTING} levels)")
+        for item in [*value, *value.values()] if isinstance(value, dict) else value:
+            _check_storable(item, location, key, depth + 1)
+
+
+def _shown_as_text(fields: dict[str, Any], location: str) -> dict[str, Any]:
+    """FIELDS with the question and answer that hits show as text; a number becomes text, another value is refused."""
+    for key in faq.SHOWN_FIELDS:
+        value = fields.get(key)
+        if value is not None and not isinstance(value, str):
+            fields[key] = _text_value(value, location, key)
+    return fields
 
 
 def _alternatives(value: Any, location: str) -> tuple[str, ...]:

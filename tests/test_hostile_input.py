@@ -46,7 +46,7 @@ def assert_nothing_lost(home):
     ("name", "content", "message"),
     [
         ("bad.jsonl", b'{"id": "x", "text": "ok"}\n{"id": \n', "bad.jsonl:2: invalid JSON"),
-        ("latin1.jsonl", b'{"id": "x", "text": "caf\xe9"}\n', "latin1.jsonl: not UTF-8 text"),
+        ("latin1.jsonl", b'{"id": "x", "text": "caf\xe9"}\n', "latin1.jsonl:1: not UTF-8 text"),
         ("noheader.csv", b"", "noheader.csv: empty file, expected a header line"),
         ("notext.csv", b"id,title_only\n1,hello\n", "notext.csv:2: no text, title+text or question/answer field"),
         ("empty.jsonl", b"", "empty.jsonl: no documents found"),

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 import tempfile
 from pathlib import Path
 
@@ -10,13 +11,25 @@ from hypothesis import strategies as st
 
 from searcher import Index, Record
 from searcher.errors import SourceError
-from searcher.sources import read_records
+from searcher.sources import BOM, MAX_NESTING, read_records
 
 ids = st.one_of(st.text(min_size=1).filter(str.strip), st.integers())
 texts = st.text()
 field_values = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=5))
 extra_fields = st.dictionaries(st.sampled_from(["category", "lang", "views"]), field_values, max_size=2)
 rows = st.builds(lambda id_, text, extra: {"id": id_, "text": text, **extra}, ids, texts, extra_fields)
+# JSON that Python's json reads (or gives up on with another exception than a JSONDecodeError) but no index can
+# store: numbers that are not finite, past int()'s digit limit, escaped halves of a surrogate pair, deep nesting.
+hostile_values = st.one_of(
+    st.sampled_from(["NaN", "Infinity", "-Infinity", "1e999", '"\\ud800"', '["a \\udfff b"]', "[" * 100_000]),
+    st.integers(4301, 6000).map(lambda digits: "9" * digits),
+    st.integers(MAX_NESTING + 1, 1200).map(lambda depth: "[" * depth + "]" * depth),
+)
+hostile_rows = st.builds(
+    lambda id_, value: f'{{"id": {json.dumps(id_)}, "text": "t", "x": {value}}}', ids, hostile_values
+)
+text_lines = st.text().filter(lambda line: "\n" not in line and "\r" not in line and not line.startswith(BOM))
+FILE_LINE = re.compile(r"docs\.\w+:(\d+): ")
 
 
 def read_back(content: bytes, name: str, **options):
@@ -53,29 +66,34 @@ def test_table_rows_read_back_as_written(rows, format_):
 
 @given(
     st.lists(
-        st.one_of(rows.map(json.dumps), st.text().filter(lambda line: "\n" not in line and "\r" not in line)),
+        st.one_of(
+            rows.map(lambda row: (json.dumps(row), True)),
+            hostile_rows.map(lambda line: (line, False)),
+            text_lines.map(lambda line: (line, _is_good_row(line))),
+        ),
         min_size=1,
         max_size=20,
-    )
+    ),
+    st.sampled_from(["", BOM]),
 )
-def test_skipping_bad_lines_keeps_every_good_one(lines):
+def test_skipping_bad_lines_keeps_every_good_one(lines, bom):
     skipped: list[SourceError] = []
-    content = "".join(line + "\n" for line in lines).encode()
+    content = (bom + "".join(line + "\n" for line, _ in lines)).encode()
     try:
         records = read_back(content, "docs.jsonl", on_error=skipped.append)
     except SourceError as error:  # every line was bad or blank
         assert "no documents found" in str(error)
         records = []
-    good = [line for line in lines if line.strip() and _is_good_row(line)]
-    assert len(records) == len(good)
-    assert len(skipped) == len([line for line in lines if line.strip()]) - len(good)
-    assert all(str(error).split(":")[0].endswith("docs.jsonl") for error in skipped)
+    assert len(records) == len([line for line, good in lines if line.strip() and good])
+    bad = [number for number, (line, good) in enumerate(lines, start=1) if line.strip() and not good]
+    assert [int(FILE_LINE.search(str(error))[1]) for error in skipped] == bad
 
 
 def _is_good_row(line: str) -> bool:
     try:
         row = json.loads(line)
-    except ValueError:
+        json.dumps(row, ensure_ascii=False, allow_nan=False).encode()  # as an index stores it
+    except (ValueError, RecursionError):
         return False
     return (
         isinstance(row, dict)
@@ -90,14 +108,46 @@ def _good_id(value) -> bool:
     return not isinstance(value, bool) and (isinstance(value, int) or (isinstance(value, str) and bool(value.strip())))
 
 
-@given(st.binary(max_size=300), st.sampled_from(["docs.jsonl", "docs.csv", "docs.tsv", "docs.txt"]))
-def test_any_bytes_either_parse_or_fail_with_a_source_error(content, name):
+@settings(deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            rows.map(json.dumps).map(str.encode),
+            hostile_rows.map(str.encode),
+            text_lines.map(lambda line: line.encode()),
+            st.binary(max_size=50).filter(lambda line: b"\n" not in line and b"\r" not in line),
+        ),
+        min_size=1,
+        max_size=12,
+    ),
+    st.sampled_from(["docs.jsonl", "docs.csv", "docs.tsv", "docs.txt"]),
+)
+def test_any_input_parses_into_storable_records_or_fails_naming_its_line(lines, name):
+    content = b"".join(line + b"\n" for line in lines)
+    outcomes = [_outcome(content, name, skip) for skip in (False, True)]
+    if not content.startswith(BOM.encode()):
+        assert _outcome(BOM.encode() + content, name, skip=True) == outcomes[1]
+    for records, errors in outcomes:
+        for record in records:  # as an index stores them: UTF-8 text and fields as strict JSON
+            (record.id + record.text + "".join(record.phrasings)).encode()
+            json.dumps(record.fields, ensure_ascii=False, allow_nan=False).encode()
+        for error in errors:
+            found = FILE_LINE.search(error)
+            assert (found and 1 <= int(found[1]) <= len(lines)) or error.endswith(WHOLE_FILE_ERRORS), error
+
+
+WHOLE_FILE_ERRORS = ("no documents found", "empty file, expected a header line")
+
+
+def _outcome(content: bytes, name: str, skip: bool) -> tuple[list[Record], list[str]]:
+    """The records read and the messages of the errors met, skipping bad lines or stopping at the first."""
+    errors: list[SourceError] = []
     try:
-        records = read_back(content, name)
+        records = read_back(content, name, on_error=errors.append if skip else None)
     except SourceError as error:
-        assert str(error)
-    else:
-        assert all(isinstance(record.id, str) and isinstance(record.text, str) for record in records)
+        records = []
+        errors.append(error)
+    return records, [str(error)[str(error).index(name) :] for error in errors]  # without the temporary directory
 
 
 # Index operations: a few ids so that sequences collide, texts that are sometimes blank (skipped).
