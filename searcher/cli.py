@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -444,13 +445,36 @@ def serve(
             "--cors-origin", help="Let web pages from this origin call the API (repeat for several); off by default."
         ),
     ] = None,
+    lock_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--lock-timeout",
+            min=0,
+            help="Seconds a write waits while another process writes the index, then answers 409 (default 5).",
+        ),
+    ] = None,
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure", help="Serve beyond this machine without an API key (when something in front checks callers)."
+        ),
+    ] = False,
     home: HomeOption = None,
 ) -> None:
     """Serve indexes over HTTP: JSON search and document updates for support tools; API docs at /docs."""
     # Imported here, not at the top: FastAPI and uvicorn would slow down every other command.
-    from .server import ServerConfig, run
+    from .server import ServerConfig, is_loopback, run
 
     config = ServerConfig(tuple(names), str(home) if home else None, api_key_env, tuple(cors_origins or ()))
+    if lock_timeout is not None:
+        config = replace(config, lock_timeout=lock_timeout)
+    if api_key_env is None and not is_loopback(host):
+        if not insecure:
+            raise ConfigError(
+                f"serving on {host} without an API key lets anyone who can reach it read and change the indexes: "
+                "give --api-key-env, or --insecure if something in front of the server checks callers"
+            )
+        say(f"Warning: anyone who can reach {host}:{port} can read and change the indexes (no API key)", errors)
     config.check()  # before announcing: a missing index or key ends in its own message, not after "Serving"
     say(f"Serving {', '.join(names)} at http://{host}:{port} (API docs: /docs); Ctrl+C stops")
     run(config, host, port, workers)

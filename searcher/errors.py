@@ -89,3 +89,7 @@ class TuneRejectedError(SearcherError):
     def __init__(self, message: str, report: object) -> None:
         super().__init__(message)
         self.report = report
+
+
+class ServerBusyError(SearcherError):
+    """A request waited longer than the server allows for the requests queued before it."""

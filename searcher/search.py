@@ -7,6 +7,7 @@ the query's best BM25 score (hybrid). Results are documents, each scored by its 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from . import faq
-from .errors import ConfigError, EmptyQueryError
-from .store import DocumentStore
+from .errors import ConfigError, EmptyQueryError, InvalidFilterError
+from .store import DocumentStore, filter_sql
 from .vectors import VectorIndex
 
 SEARCH_MODES = ("dense", "keyword", "hybrid")
@@ -26,6 +27,10 @@ FILTER_EXACT_LIMIT = 20_000
 # Weight of the relative BM25 score in hybrid mode, chosen on SciFact train and a Banking77 train-only dev split
 # (benchmarks/tune_hybrid.py): +0.070 nDCG@10 on the first, -0.001 on the second.
 KEYWORD_WEIGHT = 0.2
+# Past these, a filter costs every search it is part of too much: SQLite tests each field of each document.
+MAX_FILTER_FIELDS = 32
+MAX_FILTER_CHOICES = 1_000  # values over all of a filter's fields
+SQLITE_INTEGERS = range(-(2**63), 2**63)
 
 # Document rowid -> (score, the alternative phrasing that scored it, or None for the document's text).
 Scored = dict[int, tuple[float, str | None]]
@@ -85,6 +90,8 @@ class SearchOptions:
             raise ConfigError(f"k must be a positive integer, got {self.k!r}")
         if self.mode not in SEARCH_MODES:
             raise ConfigError(f"invalid mode {self.mode!r}: choose one of {', '.join(SEARCH_MODES)}")
+        if self.filters is not None:
+            check_filters(self.filters)
 
     @property
     def needs_vector(self) -> bool:
@@ -94,6 +101,45 @@ class SearchOptions:
 def check_query(text: str) -> None:
     if not text or not text.strip():
         raise EmptyQueryError("empty query: give some text to search for")
+
+
+def check_filters(filters: dict[str, Any]) -> None:
+    """Refuse, as InvalidFilterError, a filter over the limits or holding what SQLite cannot take (integers
+    past 64 bits, NaN, infinities, a NUL in a field name, lone surrogates), before any search begins.
+
+    Its form, {field: value} or {field: {"in": [values]}}, is checked by `store.filter_sql`.
+    """
+    filter_sql(filters)
+    if len(filters) > MAX_FILTER_FIELDS:
+        raise InvalidFilterError(f"a filter tests at most {MAX_FILTER_FIELDS} fields, got {len(filters):,}")
+    choices = 0
+    for name, wanted in filters.items():
+        if "\0" in name or not _is_text(name):  # SQLite's JSON paths end at a NUL
+            raise InvalidFilterError(f"invalid filter field name {name!r}")
+        values = wanted["in"] if isinstance(wanted, dict) else [wanted]
+        choices += len(values)
+        if choices > MAX_FILTER_CHOICES:
+            raise InvalidFilterError(f"a filter lists at most {MAX_FILTER_CHOICES:,} values over all its fields")
+        for value in values:
+            _check_filter_value(name, value)
+
+
+def _check_filter_value(name: str, value: Any) -> None:
+    if isinstance(value, int) and value not in SQLITE_INTEGERS:
+        raise InvalidFilterError(f"filter on {name!r}: integers are 64-bit, from -2**63 to 2**63 - 1")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidFilterError(f"filter on {name!r}: numbers must be finite, got {value}")
+    if isinstance(value, str) and not _is_text(value):
+        raise InvalidFilterError(f"filter on {name!r}: a value holds a lone surrogate, which is not text")
+
+
+def _is_text(value: str) -> bool:
+    """Whether VALUE can be written as UTF-8, as SQLite takes it: not if it holds half a surrogate pair."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class Ranker:

@@ -6,12 +6,18 @@ Each served index has two threads, each with its own `Index` over the same files
 belong to one thread): a reader that answers searches and a writer that applies upserts and deletes under
 the index's writer lock. They share one loaded model. SQLite's WAL lets the reader go on while the writer
 writes, and the reader picks up the writer's saved vectors at its next search.
+
+Time is bounded everywhere a client could hold the server: a request's headers and body must arrive within
+REQUEST_TIMEOUT_S, a batch's queries hold at most MAX_BATCH_CHARS characters, a request waits at most
+QUEUE_TIMEOUT_S for its index's reader or writer (then 503), and a write waits at most LOCK_TIMEOUT_S for
+another process's writer lock (then 409).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import json
 import logging
 import os
@@ -19,15 +25,18 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
+import h11
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .errors import (
     ConfigError,
@@ -37,6 +46,7 @@ from .errors import (
     InputTooLongError,
     InvalidFilterError,
     SearcherError,
+    ServerBusyError,
     SourceError,
 )
 from .index import Index
@@ -49,10 +59,23 @@ CONFIG_VARIABLE = "SEARCHER_SERVE_CONFIG"  # how `searcher serve` hands its sett
 MAX_K = 100
 MAX_QUERY_CHARS = 10_000
 MAX_BATCH_QUERIES = 64
+# All queries of a batch together: what bounds the reader's time on one request (64 queries of 10,000
+# characters in hybrid mode held it for 6 s).
+MAX_BATCH_CHARS = 20_000
 MAX_DOCUMENTS = 1_000  # per upsert or delete request
+# Alternative wordings are embedded like documents: capped per document and per upsert request.
+MAX_DOCUMENT_PHRASINGS = 1_000
+MAX_WRITE_PHRASINGS = 10_000
 MAX_BODY_BYTES = 8 * 2**20
+LOCK_TIMEOUT_S = 5.0  # a write's wait for another process's writer lock, then 409
+QUEUE_TIMEOUT_S = 10.0  # a request's wait for its index's reader or writer to take it up, then 503
+REQUEST_TIMEOUT_S = 10.0  # from a connection's start, or its previous response, to the whole next request
+KEEP_ALIVE_S = 5  # an idle connection's life between requests
+MAX_HEADER_BYTES = 16 * 2**10  # the request line and headers together
 UNPROTECTED_PATHS = {"/healthz", "/readyz"}
-# Errors caused by the request, each answered with its status; any other SearcherError is the server's (503).
+# Errors whose message is meant for the client (the request's fault, or a busy server), each answered with its
+# status. Any other SearcherError is the server's own trouble: 503, its message (which may name the server's
+# files) only in the log.
 CLIENT_ERRORS: dict[type[SearcherError], int] = {
     IndexNotFoundError: 404,
     ConfigError: 400,
@@ -61,6 +84,7 @@ CLIENT_ERRORS: dict[type[SearcherError], int] = {
     InputTooLongError: 400,
     SourceError: 400,
     IndexLockedError: 409,
+    ServerBusyError: 503,
 }
 
 T = TypeVar("T")
@@ -68,12 +92,15 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """What `searcher serve` serves and how: index names, their home, the API key's variable, CORS origins."""
+    """What `searcher serve` serves and how: index names, their home, the API key's variable, CORS origins,
+    and how long a request waits for another process's writer lock and for its turn (seconds)."""
 
     indexes: tuple[str, ...]
     home: str | None = None
     api_key_env: str | None = None  # name of the environment variable holding the bearer token
     cors_origins: tuple[str, ...] = ()
+    lock_timeout: float = LOCK_TIMEOUT_S
+    queue_timeout: float = QUEUE_TIMEOUT_S
 
     def check(self) -> str | None:
         """The API key, after making sure every index exists and the key's variable is set."""
@@ -103,7 +130,7 @@ Filter = dict[str, Any]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class SearchOptions(Strict):
@@ -120,6 +147,16 @@ class SearchRequest(SearchOptions):
 
 class BatchSearchRequest(SearchOptions):
     queries: list[Query] = Field(min_length=1, max_length=MAX_BATCH_QUERIES)
+
+    @field_validator("queries")
+    @classmethod
+    def _within_budget(cls, queries: list[str]) -> list[str]:
+        characters = sum(map(len, queries))
+        if characters > MAX_BATCH_CHARS:
+            raise ValueError(
+                f"the queries hold {characters:,} characters; at most {MAX_BATCH_CHARS:,} characters per batch"
+            )
+        return queries
 
 
 class Document(Strict):
@@ -140,13 +177,15 @@ class DeleteRequest(Strict):
 class ServedIndex:
     """One index behind the API: a reader thread and a writer thread, each with its own `Index`, one model."""
 
-    def __init__(self, name: str, home: str | None) -> None:
+    def __init__(self, name: str, config: ServerConfig) -> None:
         self.name = name
+        self.queue_timeout = config.queue_timeout
         self._reader = ThreadPoolExecutor(1, thread_name_prefix=f"read-{name}")
         self._writer = ThreadPoolExecutor(1, thread_name_prefix=f"write-{name}")
-        self._read_index = self._reader.submit(self._open_reader, home).result()
-        model = self._read_index.embedder
-        self._write_index = self._writer.submit(Index.open, name, home, embedder=model).result()
+        self._read_index = self._reader.submit(self._open_reader, config.home).result()
+        self._write_index = self._writer.submit(
+            Index.open, name, config.home, lock_timeout=config.lock_timeout, embedder=self._read_index.embedder
+        ).result()
 
     def _open_reader(self, home: str | None) -> Index:
         index = Index.open(self.name, home)
@@ -154,10 +193,25 @@ class ServedIndex:
         return index
 
     async def read(self, work: Callable[[Index], T]) -> T:
-        return await asyncio.wrap_future(self._reader.submit(work, self._read_index))
+        return await self._run(self._reader, self._read_index, work)
 
     async def write(self, work: Callable[[Index], T]) -> T:
-        return await asyncio.wrap_future(self._writer.submit(work, self._write_index))
+        return await self._run(self._writer, self._write_index, work)
+
+    async def _run(self, thread: ThreadPoolExecutor, index: Index, work: Callable[[Index], T]) -> T:
+        """WORK's answer; ServerBusyError if THREAD has not taken it up within the queue timeout, so that
+        requests queued behind slow ones are answered at once rather than late, and are not worked on after."""
+        future = thread.submit(work, index)
+        answer = asyncio.wrap_future(future)
+        try:
+            return await asyncio.wait_for(asyncio.shield(answer), self.queue_timeout)
+        except TimeoutError:
+            if not future.cancel():  # begun already: its answer is worth the rest of the wait
+                return await answer
+            raise ServerBusyError(
+                f"index {self.name!r} is busy: this request waited {self.queue_timeout:g} s for earlier ones; "
+                "retry later"
+            ) from None
 
     def close(self) -> None:
         for executor, index in ((self._reader, self._read_index), (self._writer, self._write_index)):
@@ -175,14 +229,20 @@ class Indexes:
         self.ready = False
 
     def load(self) -> None:
-        try:
-            for name in self.config.indexes:
-                self.served[name] = ServedIndex(name, self.config.home)
-            self.ready = True
-            log.info("serving %s", ", ".join(self.config.indexes))
-        except Exception as error:  # whatever stops a model or index from loading must show in /readyz, not hang it
-            self.failure = f"cannot serve: {error}".splitlines()[0]
-            log.error(self.failure)
+        for name in self.config.indexes:
+            try:
+                self.served[name] = ServedIndex(name, self.config)
+            except Exception as error:  # whatever stops a model or index from loading must show, not hang /readyz
+                # Unauthenticated clients read /readyz: they learn which index failed, the log says where and why.
+                self.failure = f"index {name!r} cannot be served ({type(error).__name__}); see the server log"
+                log.error("cannot serve index %r: %s", name, str(error).splitlines()[0])
+                return
+        self.ready = True
+        log.info("serving %s", ", ".join(self.config.indexes))
+
+    @property
+    def loading(self) -> list[str]:
+        return [name for name in self.config.indexes if name not in self.served]
 
     def require_ready(self) -> None:
         if not self.ready:
@@ -191,7 +251,7 @@ class Indexes:
     def get(self, name: str) -> ServedIndex:
         self.require_ready()
         if name not in self.served:
-            raise HTTPException(404, f"index {name!r} is not served here (served: {', '.join(self.served)})")
+            raise HTTPException(404, f"index {name!r} is not served here")
         return self.served[name]
 
     def close(self) -> None:
@@ -212,6 +272,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         indexes.close()
 
     app = FastAPI(title="searcher", summary="Semantic search by meaning over searcher indexes.", lifespan=lifespan)
+    app.state.indexes = indexes
     _add_error_handlers(app)
     # The last middleware added runs first: size limit, then CORS (whose preflights carry no key), then the key.
     if api_key is not None:
@@ -235,29 +296,27 @@ def create_app(config: ServerConfig) -> FastAPI:
         """Every index is open and its model loaded: searches will be answered."""
         if indexes.ready:
             return JSONResponse({"status": "ready", "indexes": list(indexes.served)})
-        return JSONResponse(
-            {"status": "failed" if indexes.failure else "loading", "error": indexes.failure}, status_code=503
-        )
+        if indexes.failure:
+            return JSONResponse({"status": "failed", "error": indexes.failure}, status_code=503)
+        loading = f"still loading: {', '.join(indexes.loading)}"
+        return JSONResponse({"status": "loading", "error": loading}, status_code=503)
 
     @app.post("/v1/search", tags=["search"])
-    async def search(request: SearchRequest) -> dict[str, Any]:
+    async def search(request: SearchRequest) -> JSONResponse:
         """The K best documents for one query, as `searcher query --json` gives them."""
         served = indexes.get(request.index)
-        return (await served.read(lambda index: _search(index, request, [request.query])))[0]
+        return JSONResponse((await served.read(lambda index: _search(index, request, [request.query])))[0])
 
     @app.post("/v1/search/batch", tags=["search"])
-    async def search_batch(request: BatchSearchRequest) -> dict[str, Any]:
+    async def search_batch(request: BatchSearchRequest) -> JSONResponse:
         """Several queries against one index, answered in order."""
         served = indexes.get(request.index)
-        return {"results": await served.read(lambda index: _search(index, request, request.queries))}
+        return JSONResponse({"results": await served.read(lambda index: _search(index, request, request.queries))})
 
     @app.put("/v1/indexes/{name}/documents", tags=["documents"])
     async def upsert(name: str, request: UpsertRequest) -> dict[str, Any]:
         """Add documents, replacing those with the same id; unchanged ones are not embedded again."""
-        records = [
-            Record(str(document.id), document.text, document.fields, tuple(document.phrasings))
-            for document in request.documents
-        ]
+        records = _records(request.documents)
         report = await indexes.get(name).write(lambda index: index.add(records))
         return asdict(report) | {"documents": report.documents}
 
@@ -275,9 +334,11 @@ def create_app(config: ServerConfig) -> FastAPI:
         return {"indexes": [{"name": name, "documents": count} for name, count in counts.items()]}
 
     @app.get("/v1/indexes/{name}", tags=["indexes"])
-    async def describe(name: str) -> dict[str, Any]:
+    async def describe(name: str) -> JSONResponse:
         """An index's manifest (model, pooling, precision, vector structure...), document count and size."""
-        return await indexes.get(name).read(lambda index: index.info())
+        details = await indexes.get(name).read(lambda index: index.info())
+        manifest = details["manifest"] | {"model": _model_name(details["manifest"]["model"])}
+        return JSONResponse({key: value for key, value in details.items() if key != "path"} | {"manifest": manifest})
 
     return app
 
@@ -293,7 +354,7 @@ def run(config: ServerConfig, host: str, port: int, workers: int) -> None:
 
     config.check()  # fail here, with one message, rather than in each worker
     if workers == 1:
-        uvicorn.run(create_app(config), host=host, port=port, log_level="warning", server_header=False)
+        uvicorn.run(create_app(config), host=host, port=port, **UVICORN_OPTIONS)
         return
     # Worker processes import the app by name and inherit the environment: the one way to hand them the
     # settings. The variable is set for as long as they run, and only in this process and its children.
@@ -306,14 +367,70 @@ def run(config: ServerConfig, host: str, port: int, workers: int) -> None:
             workers=workers,
             host=host,
             port=port,
-            log_level="warning",
-            server_header=False,
+            **UVICORN_OPTIONS,
         )
     finally:
         if previous is None:
             os.environ.pop(CONFIG_VARIABLE, None)
         else:
             os.environ[CONFIG_VARIABLE] = previous
+
+
+def is_loopback(host: str) -> bool:
+    """Whether HOST is reachable from this machine only; a host name other than localhost may be any address."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _records(documents: list[Document]) -> list[Record]:
+    """DOCUMENTS as records; SourceError (400) naming the first document with too many alternative wordings
+    (each is embedded like a document) or holding what cannot be stored: NaN or an infinity (not JSON, on
+    which every filtered search would fail) or a lone surrogate (not text)."""
+    wordings = 0
+    for document in documents:
+        name = str(document.id)
+        wordings += len(document.phrasings)
+        if len(document.phrasings) > MAX_DOCUMENT_PHRASINGS:
+            raise SourceError(
+                f"document {name!r} has {len(document.phrasings):,} alternative wordings; "
+                f"at most {MAX_DOCUMENT_PHRASINGS:,} per document"
+            )
+        if wordings > MAX_WRITE_PHRASINGS:
+            raise SourceError(
+                f"document {name!r} takes the request past {MAX_WRITE_PHRASINGS:,} alternative wordings in all: "
+                "send fewer documents per request"
+            )
+        if not _storable([document.text, document.phrasings]):
+            raise SourceError(f"document {name!r}: its text or an alternative wording holds a lone surrogate")
+        for field, value in document.fields.items():
+            if not _storable({field: value}):
+                raise SourceError(
+                    f"document {name!r}: field {field!r} holds NaN, an infinity or a lone surrogate, "
+                    "which cannot be stored as JSON"
+                )
+    return [
+        Record(str(document.id), document.text, document.fields, tuple(document.phrasings)) for document in documents
+    ]
+
+
+def _storable(value: Any) -> bool:
+    """Whether VALUE is JSON in UTF-8, as the index stores it: no NaN, no infinity, no lone surrogate."""
+    try:
+        json.dumps(value, allow_nan=False, ensure_ascii=False).encode()
+    except ValueError:  # UnicodeEncodeError is one
+        return False
+    return True
+
+
+def _model_name(model: str) -> str:
+    """A local model directory by its name alone, a Hugging Face id as it is: clients need not know the
+    server's paths."""
+    path = Path(model).expanduser()
+    return path.name if path.is_absolute() or model.startswith(".") or path.is_dir() else model
 
 
 def _search(index: Index, options: SearchOptions, queries: list[str]) -> list[dict[str, Any]]:
@@ -331,8 +448,13 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(SearcherError)
     async def searcher_error(_: Request, error: SearcherError) -> JSONResponse:
-        status = next((code for kind, code in CLIENT_ERRORS.items() if isinstance(error, kind)), 503)
-        return JSONResponse({"error": str(error)}, status_code=status)
+        status = next((code for kind, code in CLIENT_ERRORS.items() if isinstance(error, kind)), None)
+        if status is not None:
+            return JSONResponse({"error": str(error)}, status_code=status)
+        log.error("%s: %s", type(error).__name__, error)
+        return JSONResponse(
+            {"error": f"index unavailable ({type(error).__name__}); see the server log"}, status_code=503
+        )
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
@@ -406,3 +528,47 @@ class BodyLimit:
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         await JSONResponse({"error": self._message()}, status_code=413)(scope, receive, send)
+
+
+class RequestDeadline(H11Protocol):
+    """uvicorn's HTTP/1.1, closing a connection whose next request (headers and body) has not all arrived
+    `seconds` after the connection opened or its previous response went out.
+
+    uvicorn times out only idle connections between requests, and every byte received restarts that clock:
+    a client sending a byte at a time would hold a connection, and a request waiting for its body, for ever.
+    """
+
+    seconds = REQUEST_TIMEOUT_S
+    _deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._restart_deadline()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._restart_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        super().connection_lost(exc)
+
+    def _restart_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._deadline = self.loop.call_later(self.seconds, self._expire)
+
+    def _expire(self) -> None:
+        if self.conn.their_state in (h11.IDLE, h11.SEND_BODY) and not self.transport.is_closing():
+            self.transport.close()
+
+
+# How uvicorn serves the app: quiet, without a Server header, and bounded in time and size per connection.
+UVICORN_OPTIONS: dict[str, Any] = {
+    "log_level": "warning",
+    "server_header": False,
+    "http": RequestDeadline,
+    "timeout_keep_alive": KEEP_ALIVE_S,
+    "h11_max_incomplete_event_size": MAX_HEADER_BYTES,
+}
