@@ -1,6 +1,6 @@
 """What `searcher tune` gains, and where it does not: the base and the tuned model on queries tuning never saw.
 
-    python benchmarks/tune.py ../shared/datasets [--only stackfaq-self,banking77] [--epochs 3] [--json FILE]
+    python benchmarks/tune.py ../shared/datasets [--only stackfaq-self,banking77] [--epochs N] [--max-minutes M] [--json FILE]
 
 Each run tunes the bundled model in a process of its own (for its time and peak memory), then scores base and
 tuned model through a real index (the path of `searcher eval`), dense search, on test queries:
@@ -104,7 +104,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("datasets", type=Path, nargs="?", help="directory holding stackfaq, banking77, scifact")
     parser.add_argument("--only", default=",".join(RUNS), help=f"comma-separated runs among {', '.join(RUNS)}")
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, help="passes over the pairs (default: searcher tune's)")
+    parser.add_argument("--max-minutes", type=float, help="stop each run's training after this long")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", type=Path, help="also write every result here")
     parser.add_argument("--run-one", help=argparse.SUPPRESS)
@@ -117,14 +118,14 @@ def main() -> None:
     flags = sorted({flag for flag in Path("/proc/cpuinfo").read_text().split() if flag.startswith(("avx512", "amx"))})
     print(
         f"# {platform.machine()}, {os.cpu_count()} CPUs, {' '.join(flags) or 'no AVX-512'}, torch {torch.__version__}, "
-        f"device {args.device}, {args.epochs} epochs",
+        f"device {args.device}, epochs {args.epochs or 'default'}, max minutes {args.max_minutes or 'none'}",
         flush=True,
     )
     data = args.datasets
     results = []
     with tempfile.TemporaryDirectory(prefix="tune-bench-") as temporary:
         work = Path(temporary)
-        base_common = {"epochs": args.epochs, "device": args.device}
+        base_common = {"epochs": args.epochs, "device": args.device, "max_minutes": args.max_minutes}
         runs: dict[str, tuple[dict[str, Any], Path]] = {}
         wanted = args.only.split(",")
         if "stackfaq-self" in wanted:
@@ -150,7 +151,7 @@ def main() -> None:
             result = {"run": name, "report": report, "before": before, "after": after}
             results.append(result)
             print(f"# {name}: {json.dumps(result)}", file=sys.stderr, flush=True)
-    print("\n| run | training pairs | steps | train s | peak RSS | gate (held back) | top-1 | nDCG@10 |")
+    print("\n| run | training pairs | epochs, steps | train s | peak RSS | gate (held back) | top-1 | nDCG@10 |")
     print("|---|---|---|---|---|---|---|---|")
     for result in results:
         report, before, after = result["report"], result["before"], result["after"]
@@ -158,7 +159,8 @@ def main() -> None:
         verdict = "refused" if any(gate["after"][m] < gate["before"][m] - 0.005 for m in gate["before"]) else "passed"
         print(
             f"| {result['run']} | {' + '.join(f'{n:,} {k}' for k, n in report['pairs'].items() if n)} "
-            f"| {report['steps']} | {report['seconds']['train']:.0f} | {report['peak_rss_mb']:,} MB "
+            f"| {report['hyperparameters']['epochs']}, {report['steps']} | {report['seconds']['train']:.0f} "
+            f"| {report['peak_rss_mb']:,} MB "
             f"| {verdict}: top-1 {gate['before']['top1']:.3f} → {gate['after']['top1']:.3f} "
             f"| {before['top1']:.4f} → **{after['top1']:.4f}** ({after['queries']:,} q) "
             f"| {before['ndcg_at_10']:.4f} → **{after['ndcg_at_10']:.4f}** |"

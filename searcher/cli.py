@@ -845,7 +845,9 @@ def tune_command(
         typer.Option("--check-split", help="Check on this qrels split instead of on pairs held back from training."),
     ] = None,
     base: Annotated[str | None, typer.Option(help="Model to start from (default: the bundled one).")] = None,
-    epochs: Annotated[int, typer.Option(help="Passes over the pairs.")] = Hyperparameters.epochs,
+    epochs: Annotated[
+        int | None, typer.Option(help="Passes over the pairs (default: enough for 100 steps, at most 3).")
+    ] = None,
     batch_size: Annotated[
         int, typer.Option(help="Pairs per step; each query's negatives are the other pairs' documents.")
     ] = Hyperparameters.batch_size,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import random
 import shutil
 import time
@@ -34,6 +35,10 @@ if TYPE_CHECKING:
 SELF, FEEDBACK, SPLIT = "self", "feedback", "split"
 HOLD_OUT = 0.1  # share of each kind's queries held back from training to check the tuned model on
 MAX_HELD_OUT = 1000  # per kind: enough to measure by, and the rest is better spent on training
+# Without --epochs: passes enough for this many steps (a small FAQ learns little from one), at most MAX_EPOCHS,
+# so that thousands of pairs take one pass: minutes on two CPU cores.
+MIN_STEPS = 100
+MAX_EPOCHS = 3
 TOLERANCE = 0.005  # a tuned model worse than its base by more than half a point is not written
 GATE_METRICS = ("top1", "ndcg_at_10")
 TUNE_FILE = "tune.json"
@@ -52,13 +57,14 @@ class Pair:
 class Hyperparameters:
     """How the model is tuned; the same values, data and base give the same weights."""
 
-    epochs: int = 3
+    epochs: int | None = None  # None: enough passes for MIN_STEPS steps, at most MAX_EPOCHS
     batch_size: int = 32
     learning_rate: float = 2e-5
     seed: int = 0
 
     def __post_init__(self) -> None:
-        require_positive("epochs", self.epochs)
+        if self.epochs is not None:
+            require_positive("epochs", self.epochs)
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 2:
             raise ConfigError(
                 f"batch_size must be at least 2 (a query's negatives are the others), got {self.batch_size!r}"
@@ -192,16 +198,20 @@ def tune(
         if base_embedder.layer in (-1, base_embedder.config.num_hidden_layers)
         else embedding.Embedder(EmbeddingSettings(base, layer=-1), device)
     )
+    epochs = hyperparameters.epochs or min(
+        MAX_EPOCHS, math.ceil(MIN_STEPS / math.ceil(len(training) / hyperparameters.batch_size))
+    )
+    hyperparameters = dataclasses.replace(hyperparameters, epochs=epochs)
     batches = [
         (epoch, batch)
-        for epoch in range(1, hyperparameters.epochs + 1)
+        for epoch in range(1, epochs + 1)
         for batch in distinct_batches(training, hyperparameters.batch_size, rng)
     ]
     phase(f"Tuning {base_embedder.model_id} on {len(training):,} pairs: {len(batches):,} steps")
     started = time.perf_counter()
     trainer = embedding.ContrastiveTrainer(learner, len(batches), hyperparameters.learning_rate, hyperparameters.seed)
     deadline = started + (max_minutes or float("inf")) * 60
-    steps = _train(trainer, batches, targets, hyperparameters.epochs, deadline, on_step)
+    steps = _train(trainer, batches, targets, epochs, deadline, on_step)
     trained = time.perf_counter()
 
     staging = out.parent / f".{out.name}.tuning"

@@ -244,3 +244,24 @@ def test_cli_tunes_end_to_end_and_reports_both_models(tmp_path, tiny_model):
     assert report["written"] and report["out"] == str(out) and report["pairs"]["self"] > 0
     result = CliRunner().invoke(app, [*arguments, "--force"])
     assert result.exit_code == 2 and "already exists" in result.output
+
+
+def test_without_epochs_a_small_set_gets_three_passes_and_a_large_one_a_single_pass(tmp_path, tiny_model):
+    faq = write_faq(tmp_path / "faq.jsonl")
+    small = tune(faq, tmp_path / "a", base=str(tiny_model), hyperparameters=Hyperparameters(batch_size=4), force=True)
+    assert small.hyperparameters.epochs == 3
+    pairs = tmp_path / "pairs.jsonl"
+    keys = [key for key, _, _ in TOPICS]
+    pairs.write_text(
+        "".join(json.dumps({"query": f"question {i}", "id": keys[i % len(keys)]}) + "\n" for i in range(900))
+    )
+    large = tune(
+        faq,
+        tmp_path / "b",
+        pairs_files=[pairs],
+        base=str(tiny_model),
+        hyperparameters=Hyperparameters(batch_size=8),
+        force=True,
+    )
+    assert large.hyperparameters.epochs == 1 and large.planned_steps >= 100
+    assert json.loads((tmp_path / "b" / "tune.json").read_text())["hyperparameters"]["epochs"] == 1
