@@ -89,3 +89,8 @@ class TuneRejectedError(SearcherError):
     def __init__(self, message: str, report: object) -> None:
         super().__init__(message)
         self.report = report
+
+
+class InvalidRecordError(SourceError):
+    """A record cannot be stored as it is: too many alternative wordings, fields that are not JSON, text that
+    is not Unicode."""
