@@ -34,7 +34,7 @@ from typer.core import TyperGroup
 
 from .config import BATCH_SIZE, BATCH_TOKENS, Settings, load_settings
 from .demo import run_demo
-from .errors import ConfigError, InvalidFilterError, OutputError, SearcherError, SourceError
+from .errors import ConfigError, IndexCorruptError, InvalidFilterError, OutputError, SearcherError, SourceError
 from .evaluate import RETRIEVAL_METRICS, STS_METRICS, BeirDataset, calibrate, evaluate, load_dataset, sweep
 from .index import Index, describe_index
 from .inspect import ContextReport, PairCosine, inspector
@@ -298,7 +298,7 @@ def check(
     without --repair)."""
     with Index.open(name, home) as target:
         problems = target.check(repair=repair)
-        documents = len(target)
+        documents = 0 if problems else len(target)  # a damaged file may not even be counted
     for problem in problems:
         say(f"Problem: {problem}", errors)
     if problems:
@@ -394,7 +394,7 @@ def query(
         hits = source.search(text, k, mode, min_score, filters=_json_filter(filters) if filters else None)
         threshold = source.manifest.threshold(mode)
     if json_output:
-        _print_json(search_response(name, text, mode, threshold, hits))
+        _print_json(search_response(name, text, mode, threshold, hits), strict=True)
         return
     faq = any(hit.answer is not None for hit in hits)
     columns = ("matched question", "answer") if faq else ("text",)
@@ -506,26 +506,32 @@ def _megabytes(size: int) -> str:
 
 @app.command("list")
 def list_command(json_output: JsonOption = False, home: HomeOption = None) -> None:
-    """List the indexes under the home directory."""
-    rows = []
-    for name in list_indexes(home):
-        details = describe_index(name, home)
-        rows.append(
-            {
-                "name": name,
-                "documents": details["documents"],
-                "model": details["manifest"]["model"],
-                "size_bytes": details["size_bytes"],
-                "path": details["path"],
-            }
-        )
+    """List the indexes under the home directory (an unusable one with what is wrong with it)."""
+    rows = [_listing(name, home) for name in list_indexes(home)]
     if json_output:
         _print_json(rows)
         return
     table = Table("name", "documents", "model", "size on disk")
     for row in rows:
-        table.add_row(row["name"], f"{row['documents']:,}", row["model"], _megabytes(row["size_bytes"]))
+        if "error" in row:
+            table.add_row(row["name"], "", f"unusable: {row['error']}", "")
+        else:
+            table.add_row(row["name"], f"{row['documents']:,}", row["model"], _megabytes(row["size_bytes"]))
     console.print(table)
+
+
+def _listing(name: str, home: Path | None) -> dict[str, Any]:
+    try:
+        details = describe_index(name, home)
+    except SearcherError as error:  # one damaged index must not hide the others
+        return {"name": name, "path": str(index_path(name, home)), "error": str(error)}
+    return {
+        "name": name,
+        "documents": details["documents"],
+        "model": details["manifest"]["model"],
+        "size_bytes": details["size_bytes"],
+        "path": details["path"],
+    }
 
 
 @app.command()
@@ -937,8 +943,13 @@ def _results_table(results: list[dict[str, Any]], title: str) -> None:
         say(f"{results[0]['pairs']:,} sentence pairs")
 
 
-def _print_json(value: Any) -> None:
-    typer.echo(json.dumps(value, ensure_ascii=False, indent=2))
+def _print_json(value: Any, strict: bool = False) -> None:
+    """VALUE as JSON; STRICT: refused, rather than printed as the NaN or Infinity that JSON parsers reject, where
+    it holds numbers JSON cannot (only a damaged index gives them)."""
+    try:
+        typer.echo(json.dumps(value, ensure_ascii=False, indent=2, allow_nan=not strict))
+    except ValueError:
+        raise IndexCorruptError("a result holds a number JSON cannot (NaN or infinity): run `searcher check`") from None
 
 
 def main() -> None:

@@ -15,7 +15,6 @@ import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from itertools import islice
 from pathlib import Path
 from typing import cast
 
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from huggingface_hub import snapshot_download
+from huggingface_hub.errors import LocalEntryNotFoundError
 from torch.ao.quantization import quantize_dynamic
 from transformers import AutoModel, AutoTokenizer, PretrainedConfig
 from transformers.utils import logging as transformers_logging
@@ -48,8 +48,9 @@ TRAINED_POOLING_MODES = {
 SIMILARITY_SCALE = 20.0
 # Tuning's learning rate rises linearly over this share of the steps, then falls linearly to zero.
 WARMUP_FRACTION = 0.1
-# Documents tokenized and length-sorted together: memory stays bounded whatever the corpus, and batches
-# within such a group are as well packed as in a sort of the whole corpus.
+# Texts (documents' and their alternative phrasings') tokenized and length-sorted together, in whole
+# documents: memory stays bounded whatever the corpus, and batches within such a group are as well packed
+# as in a sort of the whole corpus.
 STREAM_DOCUMENTS = 4096
 
 
@@ -158,8 +159,9 @@ class EmbeddedDocuments:
     model_seconds: float = 0.0  # time in the model's forward passes
 
 
-def locate_model(model: str) -> Path:
-    """The local directory holding MODEL: the bundled package, a directory, or a Hugging Face id."""
+def locate_model(model: str, download: bool = True) -> Path:
+    """The local directory holding MODEL: the bundled package, a directory, or a Hugging Face id, fetched from
+    the hub unless DOWNLOAD is false (then only found in the local cache)."""
     if model == BUNDLED_MODEL:
         spec = importlib.util.find_spec(BUNDLED_PACKAGE)
         if spec is None or not spec.submodule_search_locations:
@@ -170,16 +172,25 @@ def locate_model(model: str) -> Path:
         return path.resolve()
     if path.exists() or model.startswith((".", "/", "~")):
         raise ModelError(f"model directory not found: {model}")
-    return _download(model)
+    return _download(model, local_only=not download)
 
 
-def _download(model_id: str) -> Path:
+def _download(model_id: str, local_only: bool) -> Path:
     wanted = ["*.json", "*.txt", "*.model", "1_Pooling/*"]
     try:
-        directory = Path(snapshot_download(model_id, allow_patterns=wanted + ["*.safetensors"]))
+        directory = Path(
+            snapshot_download(model_id, allow_patterns=wanted + ["*.safetensors"], local_files_only=local_only)
+        )
         if not any(directory.glob("*.safetensors")):
-            directory = Path(snapshot_download(model_id, allow_patterns=wanted + ["*.bin"]))
+            directory = Path(
+                snapshot_download(model_id, allow_patterns=wanted + ["*.bin"], local_files_only=local_only)
+            )
     except Exception as error:  # hub errors come in many classes; all mean "cannot get this model"
+        if local_only and isinstance(error, LocalEntryNotFoundError):
+            raise ModelError(
+                f"model {model_id!r} is not in the local Hugging Face cache, and opening an index downloads "
+                f"nothing; download it first (for example with `searcher embed x --model {model_id}`)"
+            ) from None
         raise ModelError(f"cannot load model {model_id!r}: {error}".splitlines()[0]) from None
     return directory
 
@@ -229,11 +240,14 @@ def pick_device(device: str) -> torch.device:
 class Embedder:
     """A BERT-family model that turns texts into L2-normalized float32 vectors, as its `spec` says."""
 
-    def __init__(self, settings: EmbeddingSettings | None = None, device: str = "auto") -> None:
+    def __init__(
+        self, settings: EmbeddingSettings | None = None, device: str = "auto", model_dir: Path | None = None
+    ) -> None:
+        """A model as SETTINGS ask for it, from MODEL_DIR if it has been located already."""
         settings = settings or EmbeddingSettings()
         model = settings.model or BUNDLED_MODEL
         self.model_id = model
-        self.model_dir = locate_model(model)
+        self.model_dir = model_dir or locate_model(model)
         self.device = pick_device(device)
         self.precision = resolve_precision(settings.precision, self.device)
         try:
@@ -243,7 +257,7 @@ class Embedder:
             self.model = _with_precision(loaded.to(self.device).eval(), self.precision)
             # Kept apart: on a torch Module, `model.config` types as a tensor or submodule.
             self.config: PretrainedConfig = loaded.config
-        except (OSError, ValueError, KeyError) as error:
+        except Exception as error:  # transformers, torch and safetensors refuse unreadable files in many classes
             raise ModelError(f"cannot load model {model!r} from {self.model_dir}: {error}".splitlines()[0]) from None
         self.layer, self.pooling = resolve_pooling(self.model_dir, settings.layer, settings.pooling)
         if self.pooling not in POOLING_STRATEGIES:
@@ -319,13 +333,14 @@ class Embedder:
     ) -> Iterator[EmbeddedDocuments]:
         """Vectors of (text, phrasings) DOCUMENTS, batch by batch: the one way searcher embeds.
 
-        DOCUMENTS is consumed STREAM_DOCUMENTS at a time, so memory does not grow with the corpus. Within
-        such a group, batches are length-sorted (see `length_batches`) and a document's texts always share a
-        batch, so that it can be stored whole; positions count from the start of DOCUMENTS.
+        DOCUMENTS is consumed in groups of whole documents holding about STREAM_DOCUMENTS texts, so memory does
+        not grow with the corpus. Within such a group, every text goes through the model in length-sorted
+        batches (see `length_batches`), however many phrasings its document has; a document is yielded once
+        all of its texts are embedded, whole, so that it can be stored whole. Positions count from the start
+        of DOCUMENTS.
         """
-        stream = iter(documents)
         offset = 0
-        while group := list(islice(stream, STREAM_DOCUMENTS)):
+        for group in _text_groups(documents):
             for embedded in self._embed_group(group, batch_size, batch_tokens):
                 yield replace(embedded, positions=[offset + position for position in embedded.positions])
             offset += len(group)
@@ -333,20 +348,26 @@ class Embedder:
     def _embed_group(
         self, documents: list[tuple[str, Sequence[str]]], batch_size: int, batch_tokens: int
     ) -> Iterator[EmbeddedDocuments]:
-        owners = [(i, text) for i, (text, _) in enumerate(documents)]
-        owners += [(i, phrasing) for i, (_, phrasings) in enumerate(documents) for phrasing in phrasings]
-        tokenized = self.tokenize([text for _, text in owners])
-        texts_of: dict[int, list[int]] = {}
-        for position, (i, _) in enumerate(owners):
-            texts_of.setdefault(i, []).append(position)
-        lengths = [len(tokenized.ids[i]) for i in range(len(documents))]
-        for batch in length_batches(lengths, batch_size, batch_tokens):
-            positions = [position for i in batch for position in texts_of[i]]
+        texts = [wording for text, phrasings in documents for wording in (text, *phrasings)]
+        owners = [i for i, (_, phrasings) in enumerate(documents) for _ in range(1 + len(phrasings))]
+        starts = np.cumsum([0] + [1 + len(phrasings) for _, phrasings in documents])
+        tokenized = self.tokenize(texts)
+        vectors = np.empty((len(texts), self.dimension), dtype=np.float32)
+        missing = np.diff(starts)  # texts of each document still to embed
+        seconds = 0.0  # in forward passes since the last documents were yielded
+        for batch in length_batches([len(ids) for ids in tokenized.ids], batch_size, batch_tokens):
             started = time.perf_counter()
-            vectors = self._forward([tokenized.ids[position] for position in positions])
-            yield EmbeddedDocuments(
-                batch, vectors, sum(tokenized.cut[position] for position in positions), time.perf_counter() - started
-            )
+            vectors[batch] = self._forward([tokenized.ids[position] for position in batch])
+            seconds += time.perf_counter() - started
+            done = []
+            for position in batch:
+                missing[owners[position]] -= 1
+                if not missing[owners[position]]:
+                    done.append(owners[position])
+            if done:
+                rows = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in done])
+                yield EmbeddedDocuments(done, vectors[rows], sum(tokenized.cut[row] for row in rows), seconds)
+                seconds = 0.0
 
     def embed(self, texts: Sequence[str], batch_size: int = BATCH_SIZE, batch_tokens: int = BATCH_TOKENS) -> np.ndarray:
         """Vectors for TEXTS, in input order, shape (len(texts), dimension): `embed_documents` without phrasings."""
@@ -468,6 +489,20 @@ class ContrastiveTrainer:
         readable = (directory / "modules.json").stat().st_mode
         for path in directory.glob("*.safetensors"):
             path.chmod(readable)
+
+
+def _text_groups(documents: Iterable[tuple[str, Sequence[str]]]) -> Iterator[list[tuple[str, Sequence[str]]]]:
+    """DOCUMENTS in lists of whole documents, each closed once it holds STREAM_DOCUMENTS texts or more."""
+    group: list[tuple[str, Sequence[str]]] = []
+    texts = 0
+    for document in documents:
+        group.append(document)
+        texts += 1 + len(document[1])
+        if texts >= STREAM_DOCUMENTS:
+            yield group
+            group, texts = [], 0
+    if group:
+        yield group
 
 
 def _with_precision(model: torch.nn.Module, precision: str) -> torch.nn.Module:

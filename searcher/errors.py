@@ -93,3 +93,8 @@ class TuneRejectedError(SearcherError):
 
 class ServerBusyError(SearcherError):
     """A request waited longer than the server allows for the requests queued before it."""
+
+
+class InvalidRecordError(SourceError):
+    """A record cannot be stored as it is: too many alternative wordings, fields that are not JSON, text that
+    is not Unicode."""

@@ -11,12 +11,11 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from filelock import Timeout
 
 from .config import BATCH_SIZE, BATCH_TOKENS, Settings
 from .errors import (
@@ -28,7 +27,15 @@ from .errors import (
     ModelMismatchError,
 )
 from .manifest import Manifest, new_manifest
-from .paths import DOCS_FILE, VECTORS_FILE, existing_index_path, index_path, is_index, writer_lock
+from .paths import (
+    DOCS_FILE,
+    VECTORS_FILE,
+    existing_index_path,
+    holds_no_index,
+    index_path,
+    is_index,
+    writer_lock,
+)
 from .search import KEYWORD_WEIGHT, Hit, Ranker, SearchOptions, check_query
 from .sources import Record
 from .store import FORMAT, DocumentStore, StoredDocument
@@ -73,21 +80,25 @@ class Index:
         home: str | Path | None = None,
         embedder: Embedder | None = None,
     ) -> Index:
-        """A new, empty index embedding with SETTINGS (or an already loaded EMBEDDER)."""
+        """A new, empty index embedding with SETTINGS (or an already loaded EMBEDDER).
+
+        Made under the writer lock: of two processes creating the same index at once, the second finds it
+        made and is refused with IndexExistsError (`open_or_create` then opens it).
+        """
         settings = settings or Settings()
         path = index_path(name_or_path, home or settings.home)
-        if (path / DOCS_FILE).exists():
-            raise IndexExistsError(f"an index already exists at {path}")
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise IndexExistsError(f"{path} exists and is not an empty directory")
+        _require_free(path)  # before loading a model for nothing
         embedder = embedder or _embedding().Embedder(settings.embedding, settings.runtime.device)
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise IndexWriteError(f"cannot create index directory {path}: {error.strerror}") from None
-        VectorIndex.empty(embedder.dimension).save(path / VECTORS_FILE)
-        manifest = new_manifest(embedder.spec, embedder.dimension, settings.index_type, FORMAT)
-        index = cls(path, DocumentStore.create(path / DOCS_FILE, manifest), settings.runtime.device)
+        with writer_lock(path):
+            _require_free(path)
+            VectorIndex.empty(embedder.dimension).save(path / VECTORS_FILE)
+            manifest = new_manifest(embedder.spec, embedder.dimension, settings.index_type, FORMAT)
+            store = DocumentStore.create(path / DOCS_FILE, manifest)
+        index = cls(path, store, settings.runtime.device)
         index._embedder = embedder
         return index
 
@@ -116,13 +127,24 @@ class Index:
         cls, name_or_path: str | Path, settings: Settings | None = None, home: str | Path | None = None
     ) -> Index:
         """The existing index, checked against the embedding SETTINGS given, or a new one built with them."""
-        settings = settings or Settings()
+        return cls._open_or_create(name_or_path, settings or Settings(), home)[0]
+
+    @classmethod
+    def _open_or_create(
+        cls, name_or_path: str | Path, settings: Settings, home: str | Path | None = None
+    ) -> tuple[Index, bool]:
+        """`open_or_create`, and whether it created the index."""
         path = index_path(name_or_path, home or settings.home)
         if not is_index(path):
-            return cls.create(path, settings)
+            try:
+                return cls.create(path, settings), True
+            except IndexExistsError:
+                if not is_index(path):
+                    raise
+                # Another process created it meanwhile: it is opened like one that was there.
         index = cls.open(path, device=settings.runtime.device)
         index.require_settings(settings)
-        return index
+        return index, False
 
     @classmethod
     @contextmanager
@@ -131,20 +153,26 @@ class Index:
     ) -> Iterator[Index]:
         """`open_or_create`, held open for a block of writes; a new index that the block leaves empty because
         it failed (a malformed source, say) is removed again, so a failed first run leaves nothing behind."""
-        new = not is_index(index_path(name_or_path, settings.home))
-        with cls.open_or_create(name_or_path, settings) as index:
+        index, created = cls._open_or_create(name_or_path, settings)
+        with index:
             index.lock_timeout = lock_timeout
             try:
                 yield index
             except Exception:
-                if new and not len(index):
-                    index.close()
-                    shutil.rmtree(index.path)
+                if created:
+                    index._remove_if_empty()
                 raise
+
+    def _remove_if_empty(self) -> None:
+        """Remove the index if nothing is stored in it, unless another process is writing to it meanwhile."""
+        with suppress(IndexLockedError), writer_lock(self.path, timeout=0):
+            if not len(self):
+                self.close()
+                shutil.rmtree(self.path)
 
     @property
     def manifest(self) -> Manifest:
-        return Manifest.from_dict(self._store.manifest())
+        return Manifest.from_dict(self._store.manifest(), self.name)
 
     def __len__(self) -> int:
         return self._store.count()
@@ -169,10 +197,20 @@ class Index:
 
     @property
     def embedder(self) -> Embedder:
-        """The manifest's model, loaded on first use and refused if its files changed since indexing."""
+        """The manifest's model, loaded on first use: only from this machine (opening an index downloads
+        nothing), and only once its files are found to be those the index was built with.
+
+        The manifest names the model, so whoever can write an index chooses what is loaded; its fingerprint
+        is therefore checked before any of its weights are read.
+        """
         if self._embedder is None:
             spec = self.manifest.spec
-            self._embedder = self._checked(_embedding().Embedder(spec.settings(), self._device))
+            embedding = _embedding()
+            model_dir = embedding.locate_model(spec.model, download=False)
+            fingerprint = embedding.model_fingerprint(model_dir)
+            if fingerprint != spec.fingerprint:
+                raise self._other_copy(fingerprint, model_dir)
+            self._embedder = self._checked(embedding.Embedder(spec.settings(), self._device, model_dir))
         return self._embedder
 
     def _checked(self, embedder: Embedder) -> Embedder:
@@ -185,10 +223,14 @@ class Index:
             raise ModelMismatchError(
                 f"index {self.name!r} embeds with other settings ({', '.join(differing)}) than this model"
             )
-        raise ModelMismatchError(
+        raise self._other_copy(given.fingerprint, embedder.model_dir)
+
+    def _other_copy(self, fingerprint: str, model_dir: Path) -> ModelMismatchError:
+        wanted = self.manifest.spec
+        return ModelMismatchError(
             f"index {self.name!r} was built with a different copy of {wanted.model} "
-            f"(fingerprint {wanted.fingerprint[:12]}, now {given.fingerprint[:12]} at "
-            f"{embedder.model_dir}); restore that model or rebuild the index"
+            f"(fingerprint {wanted.fingerprint[:12]}, now {fingerprint[:12]} at {model_dir}); "
+            "restore that model or rebuild the index"
         )
 
     def require_settings(self, settings: Settings) -> None:
@@ -276,33 +318,27 @@ class Index:
 
         Re-entrant, so that a caller can hold it across several writes (a Ray run across all its shards).
         """
+        with self._writer_lock() as outermost:
+            if outermost:
+                self._vectors.prepare_write()  # another process may have written since this one loaded its vectors
+            yield
+
+    @contextmanager
+    def _writer_lock(self) -> Iterator[bool]:
+        """The writer lock, taken once however deeply held; yields whether this is the outermost hold."""
         if self._writer_depth:
             self._writer_depth += 1
             try:
-                yield
+                yield False
             finally:
                 self._writer_depth -= 1
             return
-        lock = writer_lock(self.path)
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:  # before OSError, of which it is a subclass
-            log.warning("waiting for another process writing to index %s", self.name)
+        with writer_lock(self.path, self.lock_timeout):
+            self._writer_depth = 1
             try:
-                lock.acquire(timeout=-1 if self.lock_timeout is None else self.lock_timeout)
-            except Timeout:
-                raise IndexLockedError(
-                    f"index {self.name!r} is being written by another process; gave up after {self.lock_timeout} s"
-                ) from None
-        except OSError as error:  # read-only storage, say: the lock file cannot be made
-            raise IndexWriteError(f"cannot write index {self.name!r}: {error.strerror}") from None
-        self._writer_depth = 1
-        try:
-            self._vectors.prepare_write()  # another process may have written since this one loaded its vectors
-            yield
-        finally:
-            self._writer_depth = 0
-            lock.release()
+                yield True
+            finally:
+                self._writer_depth = 0
 
     def reindex(self, index_type: str, search_params: dict[str, int] | None = None) -> VectorIndex:
         """Rebuild the vector structure as INDEX_TYPE from the stored vectors (nothing is embedded again)."""
@@ -370,20 +406,59 @@ class Index:
     def check(self, repair: bool = False) -> list[str]:
         """What is wrong with the index (empty: nothing); with REPAIR, first rebuild what can be rebuilt.
 
-        Without REPAIR nothing is changed. Repair rebuilds the keyword index and the vector file from SQLite,
-        and embeds documents left without a vector by an interrupted run; it never loses a stored document.
+        Without REPAIR nothing is changed. Repair copies what can still be read out of a damaged database
+        file into a new one, rebuilds the keyword index and the vector file from SQLite, embeds again the
+        vectors that are damaged or missing, and warns of what it could not keep.
         """
+        try:
+            dimension = self.manifest.dimension
+        except IndexCorruptError as error:
+            return [str(error)]  # what every other part is read and rebuilt with: nothing more can be done
         if repair:
-            with self.writing():
-                self._store.repair()
-                bare = self._store.documents_without_vectors()
-                if bare:
-                    vectors = self.embedder.embed([document.text for document in bare])
-                    with self._store.transaction():
-                        self._store.add_vectors([(document.rowid, None) for document in bare], vectors)
-                self._vectors.replace(self._vectors.rebuild())
-                self._vectors.save()
-        return self._store.problems(self.manifest.dimension) + self._vectors.problems()
+            with self._writer_lock():  # not `writing`: the vectors are rebuilt, not read from damaged pages
+                self._repair(dimension)
+        damage = self._store.damage()
+        if damage:
+            return damage  # every other check would read the same damaged pages
+        return self._store.problems(dimension) + self._vectors.problems()
+
+    def _repair(self, dimension: int) -> None:
+        """Rebuild every derived part from what docs.sqlite still holds; warn of what is lost."""
+        if self._store.damage():
+            salvage = self._store.salvage()
+            if salvage.kept < salvage.counted:
+                log.warning(
+                    "%s of %s documents could not be read and are lost; index their source again to restore them",
+                    f"{salvage.counted - salvage.kept:,}",
+                    f"{salvage.counted:,}",
+                )
+        rewritten, emptied = self._store.repair()
+        if rewritten:
+            log.warning(
+                "%d documents had numbers JSON cannot hold (NaN, infinity) in their fields, now null, e.g. %r",
+                len(rewritten),
+                rewritten[0],
+            )
+        if emptied:
+            log.warning("the fields of %d documents could not be read and are lost, e.g. %r", len(emptied), emptied[0])
+        damaged = self._store.damaged_vectors(dimension)
+        bare = self._store.documents_without_vectors()
+        if damaged or bare:
+            vectors = self.embedder.embed([text for _, _, text in damaged] + [document.text for document in bare])
+            with self._store.transaction():
+                self._store.replace_vectors([vector_id for vector_id, _, _ in damaged], vectors[: len(damaged)])
+                self._store.add_vectors([(document.rowid, None) for document in bare], vectors[len(damaged) :])
+        if damaged:
+            log.warning("%d damaged vectors were embedded again, e.g. of %r", len(damaged), damaged[0][1])
+        if bare:
+            log.warning(
+                "%d documents had no vector and were embedded again from their text, e.g. %r; the alternative "
+                "wordings any of them had are lost until their source is indexed again",
+                len(bare),
+                bare[0].id,
+            )
+        self._vectors.replace(self._vectors.rebuild())
+        self._vectors.save()
 
     def info(self) -> dict[str, Any]:
         """Name, path, document count, size on disk and manifest, read from SQLite (no vectors are loaded)."""
@@ -415,8 +490,16 @@ def index_info(path: Path, store: DocumentStore) -> dict[str, Any]:
         "path": str(path),
         "documents": store.count(),
         "size_bytes": sum(p.stat().st_size for p in path.iterdir() if p.is_file()),
-        "manifest": Manifest.from_dict(store.manifest()).as_dict(),
+        "manifest": Manifest.from_dict(store.manifest(), path.name).as_dict(),
     }
+
+
+def _require_free(path: Path) -> None:
+    """Refuse to create an index at PATH where there is one, or where a directory holds files of its own."""
+    if is_index(path):
+        raise IndexExistsError(f"an index already exists at {path}")
+    if path.exists() and (not path.is_dir() or not holds_no_index(path)):
+        raise IndexExistsError(f"{path} exists and is not an empty directory")
 
 
 def _shard_chunk(

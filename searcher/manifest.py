@@ -7,12 +7,16 @@ knows its keys and the defaults of indexes written by older versions of searcher
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from typing import Any
 
-from .config import EmbeddingSettings
+from .config import INDEX_TYPES, POOLINGS, PRECISIONS, EmbeddingSettings
+from .errors import ConfigError, IndexCorruptError
+from .vectors import check_search_params
 
 # Keys that older indexes lack, with the value they implicitly had.
 OLDER_INDEX_DEFAULTS: dict[str, Any] = {
@@ -24,6 +28,7 @@ OLDER_INDEX_DEFAULTS: dict[str, Any] = {
     "thresholds": {},
     "calibration": {},
     "format": 1,
+    "documents": 0,
 }
 
 
@@ -74,14 +79,18 @@ class Manifest:
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
-    def from_dict(cls, stored: dict[str, Any]) -> Manifest:
+    def from_dict(cls, stored: dict[str, Any], name: str) -> Manifest:
+        """The manifest of index NAME as stored, refused with every problem it has if it cannot be used."""
         values = OLDER_INDEX_DEFAULTS | stored
+        problems = manifest_problems(values)
+        if problems:
+            raise IndexCorruptError(f"index {name!r} has a damaged manifest: {'; '.join(problems)}")
         return cls(
             spec=EmbeddingSpec.from_manifest(values),
             dimension=values["dimension"],
             index_type=values["index_type"],
             search_params=values["search_params"],
-            documents=values.get("documents", 0),
+            documents=values["documents"],
             generation=values["generation"],
             vectors_generation=values["vectors_generation"],
             thresholds=values["thresholds"],
@@ -96,6 +105,64 @@ class Manifest:
     def as_dict(self) -> dict[str, Any]:
         """Every key, as stored (older indexes' missing keys filled in)."""
         return dict(self.raw)
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _positive(value: Any) -> bool:
+    return _integer(value) and value > 0
+
+
+def _choice(choices: tuple[str, ...]) -> tuple[Callable[[Any], bool], str]:
+    return lambda value: value in choices, f"is not one of {', '.join(choices)}"
+
+
+def _mapping(value: Any) -> bool:
+    return isinstance(value, dict)
+
+
+# What each key's value must be, and what it is not when it isn't; a key without a default must be there.
+VALID_VALUES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "model": (lambda value: isinstance(value, str) and bool(value.strip()), "is not a model id or directory"),
+    "fingerprint": (lambda value: isinstance(value, str), "is not a fingerprint"),
+    "layer": (_integer, "is not an integer"),
+    "pooling": _choice(tuple(name for name in POOLINGS if name != "auto")),
+    "max_length": (_positive, "is not a positive integer"),
+    "precision": _choice(tuple(name for name in PRECISIONS if name != "auto")),
+    "dimension": (_positive, "is not a positive integer"),
+    "index_type": _choice(INDEX_TYPES),
+    "search_params": (_mapping, "is not an object"),
+    "documents": (lambda value: _integer(value) and value >= 0, "is not a count"),
+    "generation": (lambda value: _integer(value) and value >= 0, "is not a count"),
+    "vectors_generation": (lambda value: value is None or _integer(value), "is not a count"),
+    "thresholds": (
+        lambda value: (
+            _mapping(value) and all(isinstance(score, int | float) and math.isfinite(score) for score in value.values())
+        ),
+        "is not an object of scores",
+    ),
+    "calibration": (_mapping, "is not an object"),
+    "format": (_integer, "is not an integer"),
+}
+
+
+def manifest_problems(values: dict[str, Any]) -> list[str]:
+    """What makes stored manifest VALUES (older indexes' defaults filled in) unusable: missing keys, values of
+    the wrong kind."""
+    problems = []
+    for key, (valid, what) in VALID_VALUES.items():
+        if key not in values:
+            problems.append(f"{key} is missing")
+        elif not valid(values[key]):
+            problems.append(f"{key} {values[key]!r} {what}")
+    if _mapping(values.get("search_params")):
+        try:
+            check_search_params(values["search_params"])
+        except ConfigError as error:
+            problems.append(f"search_params: {error}")
+    return problems
 
 
 def new_manifest(spec: EmbeddingSpec, dimension: int, index_type: str, store_format: int) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import os
 import re
 import sqlite3
 from collections.abc import Collection, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ import numpy as np
 import sqlite_utils
 
 from .errors import IndexCorruptError, IndexVersionError, IndexWriteError, InvalidFilterError
+from .paths import STAGED_DOCS_FILE, sync_directory
 
 # AUTOINCREMENT: a deleted row's rowid (a FAISS id) is never handed to another row.
 SCHEMA = """
@@ -53,6 +54,13 @@ FORMAT = 1  # layout of docs.sqlite; raised when a newer searcher changes it
 # Porter stemming over unicode61 words: "indexes" finds "indexing".
 FTS_TOKENIZER = "porter"
 MAX_FILTER_VALUES = 1000  # values in one {"in": [...]} filter
+MAX_SQLITE_INTEGER = 2**63 - 1  # SQLite's integers are 64-bit: a larger LIMIT cannot even be passed to it
+# SQLite's result codes for a damaged file: a page that is not what it should be, or no database at all.
+DAMAGE_CODES = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+INTEGRITY_ERRORS = 10  # problems SQLite's integrity check lists at most
+SALVAGE_CHUNK = 512  # rows a repair reads at once; a chunk meeting a damaged page is read again row by row
+VECTOR_SCAN = 10_000  # vectors checked at once, so that checking a large index does not hold all its vectors
+UNIT_TOLERANCE = 1e-3  # how far a stored vector's length may be from 1
 
 
 @dataclass(frozen=True)
@@ -86,8 +94,19 @@ def keyword_query(text: str) -> str | None:
     return " OR ".join(f'"{word}"' for word in words) or None
 
 
+@dataclass(frozen=True)
+class Salvage:
+    """What a repair of a damaged file kept: documents the manifest counted, and those that could be read."""
+
+    counted: int
+    kept: int
+
+
 class DocumentStore:
-    """Documents, vectors, BM25 index and manifest in `docs.sqlite`, written in transactions."""
+    """Documents, vectors, BM25 index and manifest in `docs.sqlite`, written in transactions.
+
+    A damaged page of the file, wherever a read meets it, raises IndexCorruptError (see `_Cursor`).
+    """
 
     def __init__(self, db: sqlite_utils.Database, path: Path) -> None:
         self.db = db
@@ -96,15 +115,16 @@ class DocumentStore:
 
     @classmethod
     def create(cls, path: Path, manifest: dict[str, Any]) -> DocumentStore:
-        db = _connect(path)
-        db.enable_wal()
-        with db.conn:
-            db.conn.executescript(SCHEMA)
-        # Triggers keep the BM25 index in step with every insert, update and delete of a document.
-        db.table("documents").enable_fts(["text"], fts_version="FTS5", create_triggers=True, tokenize=FTS_TOKENIZER)
-        store = cls(db, path)
-        store.update_manifest(manifest)
-        return store
+        """A new store at PATH, made under another name and renamed into place whole, so that no reader (nor a
+        second process creating the same index) sees a half-made one; the caller holds the writer lock."""
+        staged = _new_database(path.with_name(STAGED_DOCS_FILE))
+        try:
+            with staged.conn:
+                _write_manifest(staged.conn, manifest)
+        finally:
+            staged.close()
+        _replace_database(path.with_name(STAGED_DOCS_FILE), path)
+        return cls(_connect(path), path)
 
     @classmethod
     def open(cls, path: Path) -> DocumentStore:
@@ -113,16 +133,18 @@ class DocumentStore:
             tables = set(db.table_names())
         except sqlite3.DatabaseError as error:
             raise IndexCorruptError(f"{path}: not a readable index database ({error})") from None
+        except IndexCorruptError as error:
+            raise IndexCorruptError(f"{path}: not a readable index database ({error.__cause__})") from None
         if not {"documents", "vectors", "manifest", "documents_fts"} <= tables:
             raise IndexCorruptError(
                 f"{path}: not a searcher index database (tables: {', '.join(sorted(tables)) or 'none'})"
             )
         store = cls(db, path)
-        manifest = store.manifest()
-        if manifest.get("format", FORMAT) > FORMAT:
+        stored_format = store.manifest_value("format", FORMAT)
+        if isinstance(stored_format, int) and stored_format > FORMAT:
             raise IndexVersionError(
-                f"{path} was written by searcher {manifest.get('searcher_version')} in a newer format "
-                f"({manifest['format']}; this searcher reads {FORMAT}): upgrade searcher"
+                f"{path} was written by searcher {store.manifest_value('searcher_version', None)} in a newer format "
+                f"({stored_format}; this searcher reads {FORMAT}): upgrade searcher"
             )
         return store
 
@@ -134,7 +156,7 @@ class DocumentStore:
         """
         with self._write_errors(), self.db.conn:
             yield
-            self._write_manifest({"documents": self.count(), "generation": self.generation() + 1})
+            _write_manifest(self.db.conn, {"documents": self.count(), "generation": self.generation() + 1})
 
     @contextmanager
     def _write_errors(self) -> Iterator[None]:
@@ -145,18 +167,23 @@ class DocumentStore:
             raise IndexWriteError(f"cannot write {self.path}: {error}") from None
 
     def manifest(self) -> dict[str, Any]:
-        return {row["key"]: json.loads(row["value"]) for row in self.db["manifest"].rows}
+        """Every manifest key with its value (see `manifest.Manifest` for what they mean)."""
+        return {key: self._decoded(key, value) for key, value in self.db.execute("SELECT key, value FROM manifest")}
+
+    def manifest_value(self, key: str, default: Any) -> Any:
+        row = self.db.execute("SELECT value FROM manifest WHERE key = ?", (key,)).fetchone()
+        return self._decoded(key, row[0]) if row else default
+
+    def _decoded(self, key: str, value: str) -> Any:
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise IndexCorruptError(f"{self.path}: the manifest's {key!r} is not JSON ({value[:40]!r})") from None
 
     def update_manifest(self, values: dict[str, Any]) -> None:
         """Record facts about the index (not its contents): the generation stays as it is."""
         with self._write_errors(), self.db.conn:
-            self._write_manifest(values)
-
-    def _write_manifest(self, values: dict[str, Any]) -> None:
-        self.db.conn.executemany(
-            "INSERT INTO manifest (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            [(key, json.dumps(value)) for key, value in values.items()],
-        )
+            _write_manifest(self.db.conn, values)
 
     def count(self) -> int:
         return self.db.execute("SELECT count(*) FROM documents").fetchone()[0]
@@ -217,8 +244,7 @@ class DocumentStore:
 
     def generation(self) -> int:
         """A counter raised by every write transaction: the state a FAISS file was saved from."""
-        row = self.db.execute("SELECT value FROM manifest WHERE key = 'generation'").fetchone()
-        return json.loads(row[0]) if row else 0
+        return self.manifest_value("generation", 0)
 
     def _drop_vectors(self, documents: Sequence[int]) -> list[int]:
         dropped = [row[0] for row in self._select_in("SELECT rowid FROM vectors WHERE document IN ({})", documents)]
@@ -236,7 +262,16 @@ class DocumentStore:
         rows = self.db.execute(
             f"SELECT rowid, id, text, fields FROM documents WHERE rowid IN ({_marks(rowids)})", list(rowids)
         )
-        return {rowid: StoredDocument(rowid, doc_id, text, json.loads(fields)) for rowid, doc_id, text, fields in rows}
+        return {row[0]: self._document(*row) for row in rows}
+
+    def _document(self, rowid: int, document_id: str, text: str, fields: str) -> StoredDocument:
+        try:
+            return StoredDocument(rowid, document_id, text, stored_fields(fields))
+        except ValueError:
+            raise IndexCorruptError(
+                f"{self.path}: the fields of document {document_id!r} are not JSON; `searcher check --repair` "
+                "resets them"
+            ) from None
 
     def vector_owners(self, vector_ids: Sequence[int]) -> dict[int, tuple[int, str | None]]:
         """(document rowid, phrasing) of each vector id."""
@@ -269,7 +304,7 @@ class DocumentStore:
     def all_documents(self) -> Iterator[StoredDocument]:
         """Every stored document, in the order they were first stored."""
         rows = self.db.execute("SELECT rowid, id, text, fields FROM documents ORDER BY rowid")
-        return (StoredDocument(rowid, doc_id, text, json.loads(fields)) for rowid, doc_id, text, fields in rows)
+        return (self._document(*row) for row in rows)
 
     def owned_vectors(self, dimension: int) -> Iterator[tuple[str, str | None, np.ndarray]]:
         """Every stored vector with its document's external id and its phrasing (None: the document's text)."""
@@ -299,26 +334,40 @@ class DocumentStore:
         if filters:  # only then: the subquery makes FTS5 rank every match row by row (25× slower)
             where, values = filter_sql(filters)
             passing = f"AND rowid IN (SELECT rowid FROM documents WHERE {where}) "
-        rows = self.db.execute(
-            "SELECT rowid, -bm25(documents_fts) FROM documents_fts "
-            f"WHERE documents_fts MATCH ? {passing}ORDER BY rank LIMIT ?",
-            [query, *values, k],
-        )
+        with self._filter_errors():
+            rows = self.db.execute(
+                "SELECT rowid, -bm25(documents_fts) FROM documents_fts "
+                f"WHERE documents_fts MATCH ? {passing}ORDER BY rank LIMIT ?",
+                [query, *values, min(k, MAX_SQLITE_INTEGER)],
+            ).fetchall()
         return [(rowid, score) for rowid, score in rows]
 
     def matching_documents(self, filters: dict[str, Any]) -> set[int]:
         """Rowids of the documents whose fields pass FILTERS (see `filter_sql`)."""
         where, values = filter_sql(filters)
-        return {rowid for (rowid,) in self.db.execute(f"SELECT rowid FROM documents WHERE {where}", values)}
+        with self._filter_errors():
+            return {rowid for (rowid,) in self.db.execute(f"SELECT rowid FROM documents WHERE {where}", values)}
+
+    @contextmanager
+    def _filter_errors(self) -> Iterator[None]:
+        """Fields that are not JSON, which SQLite's JSON functions refuse to filter, as an IndexCorruptError."""
+        try:
+            yield
+        except sqlite3.OperationalError as error:
+            if "malformed JSON" not in str(error):
+                raise
+            raise IndexCorruptError(
+                f"{self.path}: documents whose fields are not JSON cannot be filtered; `searcher check --repair` "
+                "rewrites them"
+            ) from None
 
     def problems(self, dimension: int) -> list[str]:
-        """Everything wrong inside docs.sqlite: file integrity, counts, vectors, keyword index."""
+        """Everything wrong inside an undamaged docs.sqlite (see `damage`): counts, fields, vectors, keyword index."""
         found = []
-        integrity = self.db.execute("PRAGMA integrity_check").fetchone()[0]
-        if integrity != "ok":
-            found.append(f"SQLite integrity check: {integrity}")
-        if self.manifest().get("documents") != self.count():
-            found.append(f"the manifest counts {self.manifest().get('documents')} documents; there are {self.count()}")
+        if self.manifest_value("documents", None) != self.count():
+            found.append(
+                f"the manifest counts {self.manifest_value('documents', None)} documents; there are {self.count()}"
+            )
         bare = self.documents_without_vectors()
         if bare:
             found.append(f"{len(bare)} documents have no vector (an interrupted run), e.g. {bare[0].id!r}")
@@ -327,32 +376,164 @@ class DocumentStore:
         ).fetchone()[0]
         if orphans:
             found.append(f"{orphans} vectors belong to no document")
-        _, vectors = self.vectors(dimension)
-        off = int((np.abs(np.linalg.norm(vectors, axis=1) - 1.0) > 1e-3).sum()) if len(vectors) else 0
-        if off:
-            found.append(f"{off} vectors are not of unit length")
+        unreadable = self.unreadable_fields()
+        if unreadable:
+            found.append(f"{len(unreadable)} documents have fields that are not valid JSON, e.g. {unreadable[0][1]!r}")
+        damaged = self.damaged_vectors(dimension)
+        if damaged:
+            found.append(
+                f"{len(damaged)} vectors are damaged (the wrong size, or not of unit length), e.g. of {damaged[0][1]!r}"
+            )
         if self.read_only:  # FTS5's integrity check is a write command, which read-only storage refuses
             return found
         try:
             self.db.execute("INSERT INTO documents_fts(documents_fts) VALUES ('integrity-check')")
-        except sqlite3.DatabaseError:
+        except (sqlite3.DatabaseError, IndexCorruptError):  # FTS5 reports its own index as damaged
             found.append("the keyword index is out of step with the documents")
         return found
+
+    def damage(self) -> list[str]:
+        """What SQLite's integrity check finds wrong with the file itself (empty: nothing)."""
+        try:
+            found = [row[0] for row in self.db.execute(f"PRAGMA integrity_check({INTEGRITY_ERRORS})")]
+        except IndexCorruptError as error:  # damage where the check itself starts reading
+            return [str(error)]
+        return [] if found == ["ok"] else [f"SQLite integrity check: {line}" for line in found]
 
     def documents_without_vectors(self) -> list[StoredDocument]:
         rows = self.db.execute(
             "SELECT rowid, id, text, fields FROM documents WHERE rowid NOT IN (SELECT document FROM vectors)"
         )
-        return [StoredDocument(rowid, doc_id, text, json.loads(fields)) for rowid, doc_id, text, fields in rows]
+        return [self._document(*row) for row in rows]
 
-    def repair(self) -> None:
-        """Rebuild what SQLite can rebuild alone: the keyword index, the count, and drop orphan vectors."""
+    def unreadable_fields(self) -> list[tuple[int, str, str]]:
+        """(rowid, id, fields) of the documents whose fields are not a JSON object, which SQLite cannot filter."""
+        rows = self.db.execute(
+            "SELECT rowid, id, fields FROM documents "
+            "WHERE CASE WHEN json_valid(fields) THEN json_type(fields) != 'object' ELSE 1 END"
+        )
+        return rows.fetchall()
+
+    def damaged_vectors(self, dimension: int) -> list[tuple[int, str, str]]:
+        """(vector id, document id, the text it embeds) of the stored vectors that are not DIMENSION float32
+        values of unit length: a blob of another size, or values that are not finite."""
+        rows = self.db.execute(
+            "SELECT vectors.rowid, documents.id, coalesce(vectors.phrasing, documents.text), vectors.vector "
+            "FROM vectors JOIN documents ON documents.rowid = vectors.document"
+        )
+        damaged = []
+        while chunk := rows.fetchmany(VECTOR_SCAN):
+            whole = [row for row in chunk if isinstance(row[3], bytes) and len(row[3]) == 4 * dimension]
+            damaged += [row[:3] for row in chunk if not isinstance(row[3], bytes) or len(row[3]) != 4 * dimension]
+            if whole:
+                lengths = np.linalg.norm(_matrix([row[3] for row in whole], dimension), axis=1)
+                # Written so that NaN, which compares false with everything, counts as damaged.
+                damaged += [
+                    row[:3] for row, length in zip(whole, lengths, strict=True) if not abs(length - 1) <= UNIT_TOLERANCE
+                ]
+        return damaged
+
+    def replace_vectors(self, vector_ids: Sequence[int], vectors: np.ndarray) -> None:
+        """Store VECTORS in place of those with the given ids (inside the caller's transaction)."""
+        self.db.conn.executemany(
+            "UPDATE vectors SET vector = ? WHERE rowid = ?",
+            [
+                (np.asarray(vector, dtype=np.float32).tobytes(), vector_id)
+                for vector_id, vector in zip(vector_ids, vectors, strict=True)
+            ],
+        )
+
+    def repair(self) -> tuple[list[str], list[str]]:
+        """Rebuild what SQLite can rebuild alone: drop orphan vectors, rebuild the keyword index and the count,
+        and write fields that are not JSON again as they read (NaN and infinity as null).
+
+        Returns the ids of the documents whose fields were written again, and of those whose fields could not
+        be read at all and are now empty.
+        """
+        rewritten, emptied = [], []
         with self.transaction():
             self.db.execute("DELETE FROM vectors WHERE document NOT IN (SELECT rowid FROM documents)")
             self.db.execute("INSERT INTO documents_fts(documents_fts) VALUES ('rebuild')")
+            for rowid, document_id, fields in self.unreadable_fields():
+                try:
+                    readable = stored_fields(fields)
+                    rewritten.append(document_id)
+                except ValueError:
+                    readable = {}
+                    emptied.append(document_id)
+                self.db.execute("UPDATE documents SET fields = ? WHERE rowid = ?", (fields_json(readable), rowid))
+        return rewritten, emptied
+
+    def salvage(self) -> Salvage:
+        """Copy every row SQLite can still read into a new file that replaces docs.sqlite (writers only).
+
+        The rows on a damaged page are lost, and the vectors of lost documents with them; every other row is
+        kept with its rowid, so that the vector file can be rebuilt. Rowids already handed out are never
+        handed out again.
+        """
+        manifest = self.db.execute("SELECT key, value FROM manifest").fetchall()  # nothing to keep without it
+        last = {table: self._last_rowid(table) for table in ("documents", "vectors")}
+        staged_path = self.path.with_name(STAGED_DOCS_FILE)
+        staged = _new_database(staged_path)
+        try:
+            with self._write_errors(), staged.conn:
+                kept: set[int] = set()
+                for row in self._readable_rows(
+                    "SELECT rowid, id, text, fields, hash FROM documents", last["documents"]
+                ):
+                    staged.conn.execute(
+                        "INSERT INTO documents (rowid, id, text, fields, hash) VALUES (?, ?, ?, ?, ?)", row
+                    )
+                    kept.add(row[0])
+                for row in self._readable_rows(
+                    "SELECT rowid, document, phrasing, vector FROM vectors", last["vectors"]
+                ):
+                    if row[1] in kept:
+                        staged.conn.execute(
+                            "INSERT INTO vectors (rowid, document, phrasing, vector) VALUES (?, ?, ?, ?)", row
+                        )
+                staged.conn.execute("DELETE FROM sqlite_sequence")
+                staged.conn.executemany("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", last.items())
+                staged.conn.executemany("INSERT INTO manifest (key, value) VALUES (?, ?)", manifest)
+                counted = self.manifest_value("documents", 0)
+                _write_manifest(staged.conn, {"documents": len(kept), "generation": self.generation() + 1})
+        finally:
+            staged.close()
+        self.db.close()
+        _replace_database(staged_path, self.path)
+        self.db = _connect(self.path)
+        return Salvage(counted, len(kept))
+
+    def _last_rowid(self, table: str) -> int:
+        """The highest rowid TABLE has handed out: AUTOINCREMENT's record of it, else the table's own."""
+        with suppress(IndexCorruptError):
+            row = self.db.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
+            if row:
+                return row[0]
+        return self.db.execute(f"SELECT coalesce(max(rowid), 0) FROM {table}").fetchone()[0]
+
+    def _readable_rows(self, select: str, last: int) -> Iterator[tuple]:
+        """The rows of SELECT (from one table) up to rowid LAST that SQLite can read."""
+        for start in range(1, last + 1, SALVAGE_CHUNK):
+            end = min(start + SALVAGE_CHUNK, last + 1)
+            try:
+                yield from self.db.execute(f"{select} WHERE rowid >= ? AND rowid < ?", (start, end)).fetchall()
+            except IndexCorruptError:
+                for rowid in range(start, end):
+                    with suppress(IndexCorruptError):
+                        yield from self.db.execute(f"{select} WHERE rowid = ?", (rowid,)).fetchall()
 
     def close(self) -> None:
         self.db.close()
+
+
+def stored_fields(fields: str) -> dict[str, Any]:
+    """Stored fields JSON as a dict; NaN and infinity, which JSON cannot hold but older versions of searcher
+    wrote, read as null, so that no answer carries them. A ValueError if it is not a JSON object."""
+    parsed = json.loads(fields, parse_constant=lambda _constant: None)
+    if not isinstance(parsed, dict):
+        raise ValueError(f"stored fields are not a JSON object: {fields[:40]!r}")
+    return parsed
 
 
 def filter_sql(filters: dict[str, Any]) -> tuple[str, list[Any]]:
@@ -388,15 +569,117 @@ def on_read_only_storage(path: Path) -> bool:
     return path.exists() and not os.access(path.parent, os.W_OK)
 
 
+def _write_manifest(connection: sqlite3.Connection, values: dict[str, Any]) -> None:
+    connection.executemany(
+        "INSERT INTO manifest (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        [(key, json.dumps(value)) for key, value in values.items()],
+    )
+
+
+@contextmanager
+def _damage_errors(path: str) -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.DatabaseError as error:
+        # The low byte is SQLite's primary result code; errors of sqlite3's own have none.
+        if getattr(error, "sqlite_errorcode", 0) & 0xFF not in DAMAGE_CODES:
+            raise
+        raise IndexCorruptError(
+            f"{path} is damaged ({error}); `searcher check --repair` keeps what can still be read"
+        ) from error
+
+
+class _Cursor(sqlite3.Cursor):
+    """A cursor whose errors for a damaged file are IndexCorruptErrors, wherever SQLite meets the damage:
+    often not when a statement starts but when a row on a damaged page is fetched."""
+
+    connection: _Connection
+
+    def execute(self, *arguments: Any) -> _Cursor:
+        with _damage_errors(self.connection.path):
+            return super().execute(*arguments)
+
+    def executemany(self, *arguments: Any) -> _Cursor:
+        with _damage_errors(self.connection.path):
+            return super().executemany(*arguments)
+
+    def fetchone(self) -> Any:
+        with _damage_errors(self.connection.path):
+            return super().fetchone()
+
+    def fetchmany(self, *arguments: Any) -> list[Any]:
+        with _damage_errors(self.connection.path):
+            return super().fetchmany(*arguments)
+
+    def fetchall(self) -> list[Any]:
+        with _damage_errors(self.connection.path):
+            return super().fetchall()
+
+    def __next__(self) -> Any:
+        with _damage_errors(self.connection.path):
+            return super().__next__()
+
+
+class _Connection(sqlite3.Connection):
+    """A connection whose statements run on `_Cursor`s (sqlite3's own `execute` would bypass `cursor`)."""
+
+    path = ""
+
+    def cursor(self, factory: Any = _Cursor) -> Any:
+        return super().cursor(factory)
+
+    def execute(self, *arguments: Any) -> _Cursor:
+        return self.cursor().execute(*arguments)
+
+    def executemany(self, *arguments: Any) -> _Cursor:
+        return self.cursor().executemany(*arguments)
+
+
 def _connect(path: Path) -> sqlite_utils.Database:
     if on_read_only_storage(path):
         # Read-only storage: a WAL reader could not create its shared-memory file there, and no writer can
         # change the database, so SQLite may read it as immutable.
-        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
+        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True, factory=_Connection)
     else:
         # Writers take the index's file lock first, so waiting here is only for WAL checkpoints: be patient.
-        connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S)
+        connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, factory=_Connection)
+    connection.path = str(path)
     return sqlite_utils.Database(connection)
+
+
+def _new_database(path: Path) -> sqlite_utils.Database:
+    """An empty store at PATH, in place of whatever an interrupted writer left there."""
+    try:
+        for leftover in (path, *_side_files(path)):
+            leftover.unlink(missing_ok=True)
+        db = _connect(path)
+        db.enable_wal()
+        with db.conn:
+            db.conn.executescript(SCHEMA)
+        # Triggers keep the BM25 index in step with every insert, update and delete of a document.
+        db.table("documents").enable_fts(["text"], fts_version="FTS5", create_triggers=True, tokenize=FTS_TOKENIZER)
+    except (OSError, sqlite3.OperationalError) as error:  # a full disk, say
+        raise IndexWriteError(f"cannot write {path}: {getattr(error, 'strerror', None) or error}") from None
+    return db
+
+
+def _replace_database(staged: Path, path: Path) -> None:
+    """Rename the closed database STAGED over PATH, durably.
+
+    PATH's WAL files go first: SQLite would replay an old write-ahead log into the new file. A process that
+    still has the old file open keeps reading it, with its own copies of them.
+    """
+    try:
+        for side_file in _side_files(path):
+            side_file.unlink(missing_ok=True)
+        os.replace(staged, path)
+        sync_directory(path.parent)
+    except OSError as error:
+        raise IndexWriteError(f"cannot write {path}: {error.strerror}") from None
+
+
+def _side_files(path: Path) -> list[Path]:
+    return [path.with_name(path.name + suffix) for suffix in ("-wal", "-shm", "-journal")]
 
 
 def _marks(values: Sequence[Any]) -> str:
@@ -408,4 +691,10 @@ def _chunks(values: Sequence[Any], size: int = 10_000) -> list[list[Any]]:
 
 
 def _matrix(blobs: list[bytes], dimension: int) -> np.ndarray:
+    for blob in blobs:
+        if len(blob) != 4 * dimension:
+            raise IndexCorruptError(
+                f"a stored vector is {len(blob)} bytes long, not {4 * dimension}; `searcher check --repair` "
+                "embeds it again"
+            )
     return np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), dimension)

@@ -57,7 +57,7 @@ class VectorFile:
         return self.rebuild(), manifest.vectors_generation
 
     def _manifest(self) -> Manifest:
-        return Manifest.from_dict(self._store.manifest())
+        return Manifest.from_dict(self._store.manifest(), self._name)
 
     def _read(self, manifest: Manifest, mmap: bool) -> VectorIndex | None:
         if not self.path.exists():

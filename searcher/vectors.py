@@ -21,6 +21,7 @@ import numpy as np
 
 from .config import INDEX_TYPES
 from .errors import ConfigError, IndexCorruptError, IndexWriteError
+from .paths import sync_directory
 
 SEARCH_PARAMS = ("nprobe", "ef_search")
 # auto: exact search up to this many vectors (a query scans them all in a few ms), ivfpq above.
@@ -222,11 +223,7 @@ class VectorIndex:
             with open(temporary, "rb") as handle:
                 os.fsync(handle.fileno())
             os.replace(temporary, path)
-            directory = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(directory)
-            finally:
-                os.close(directory)
+            sync_directory(path.parent)
         except (OSError, RuntimeError) as error:  # faiss reports a failed write as RuntimeError
             temporary.unlink(missing_ok=True)
             raise IndexWriteError(f"cannot write {path}: {str(error).splitlines()[0]}") from None

@@ -8,6 +8,7 @@ each commit and saved once at the end (see `vectorfile`).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -16,11 +17,14 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from .errors import InvalidRecordError
 from .sources import Record
 from .store import DocumentStore, content_hash, fields_json
 from .vectorfile import VectorFile
 
 T = TypeVar("T")
+# Alternative wordings of one document, at most: each is a vector, and a document is embedded and stored whole.
+MAX_PHRASINGS = 1000
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,23 @@ def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield chunk
 
 
+def check_record(record: Record) -> None:
+    """Refuse, naming it, a record that cannot be stored as it is."""
+    if len(record.phrasings) > MAX_PHRASINGS:
+        raise InvalidRecordError(
+            f"document {record.id!r} has {len(record.phrasings):,} alternative wordings; at most "
+            f"{MAX_PHRASINGS:,} are stored"
+        )
+    try:
+        fields = json.dumps(record.fields, ensure_ascii=False, allow_nan=False)  # NaN and infinity are no JSON
+        for text in (record.id, record.text, *record.phrasings, fields):
+            text.encode("utf-8")  # what SQLite stores; a lone surrogate, which JSON's \u escapes allow, has none
+    except (TypeError, ValueError) as error:  # UnicodeEncodeError is a ValueError
+        raise InvalidRecordError(
+            f"document {record.id!r} cannot be stored: its fields must be JSON and its texts Unicode ({error})"
+        ) from None
+
+
 def latest_documents(records: Iterable[Record]) -> tuple[list[Record], int, int]:
     """The records to store, the last of repeated ids winning, with how many came in and how many had no text."""
     latest: dict[str, Record] = {}
@@ -150,6 +171,8 @@ class Writer:
         truncated, model_seconds, changed = 0, 0.0, False
         seen: set[str] = set()
         for records, embed in chunks:
+            for record in records:
+                check_record(record)
             documents, received, empty = latest_documents(records)
             chunk_plan = plan(self._store, documents)
             for key, count in chunk_plan.counts(received, empty, seen).items():
