@@ -1,6 +1,6 @@
 """What `searcher tune` gains, and where it does not: the base and the tuned model on queries tuning never saw.
 
-    python benchmarks/tune.py ../shared/datasets [--only stackfaq-self,banking77] [--epochs N] [--max-minutes M] [--json FILE]
+    python benchmarks/tune.py ../shared/datasets [--only stackfaq-self,banking77] [--epochs N] [--max-minutes M]
 
 Each run tunes the bundled model in a process of its own (for its time and peak memory), then scores base and
 tuned model through a real index (the path of `searcher eval`), dense search, on test queries:

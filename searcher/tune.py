@@ -366,9 +366,15 @@ def gate_scores(
     ids = list(targets)
     documents = embedder.embed(list(targets.values()))
     queries = embedder.embed([query for query, _ in checks.values()])
+    positions_of: dict[str, list[int]] = {}
+    for position, text in enumerate(targets.values()):
+        positions_of.setdefault(text, []).append(position)
     rankings = {}
-    for query_id, vector in zip(checks, queries, strict=True):
+    for (query_id, (query, relevant)), vector in zip(checks.items(), queries, strict=True):
         scores = documents @ vector
+        # A query that is itself some document's text (an utterance paired with another of its intent) would
+        # find that document first, tuned or not: it is left out, as a query never needs to find itself.
+        scores[[i for i in positions_of.get(query, []) if ids[i] not in relevant]] = -np.inf
         best = np.argpartition(-scores, min(10, len(ids) - 1))[:10]
         rankings[query_id] = [ids[i] for i in best[np.argsort(-scores[best])]]
     metrics = retrieval_metrics(

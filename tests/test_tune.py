@@ -13,7 +13,7 @@ from searcher import EmbeddingSettings, Hyperparameters, Index, Settings, tune
 from searcher.cli import app
 from searcher.errors import ConfigError, ModelMismatchError, SourceError, TuneError, TuneRejectedError
 from searcher.sources import read_records
-from searcher.tune import Pair, distinct_batches, self_pairs
+from searcher.tune import Pair, distinct_batches, gate_scores, self_pairs
 
 TOPICS = [
     ("password", "How do I reset my password?", "Use the forgot password link on the sign-in page."),
@@ -265,3 +265,9 @@ def test_without_epochs_a_small_set_gets_three_passes_and_a_large_one_a_single_p
     )
     assert large.hyperparameters.epochs == 1 and large.planned_steps >= 100
     assert json.loads((tmp_path / "b" / "tune.json").read_text())["hyperparameters"]["epochs"] == 1
+
+
+def test_the_gate_never_counts_a_query_finding_its_own_text(tiny_embedder):
+    targets = {"self": "card still not arrived", "other": "when will my new card come"}
+    checks = {"q": ("card still not arrived", {"other"})}
+    assert gate_scores(tiny_embedder, targets, checks) == {"top1": 1.0, "ndcg_at_10": 1.0}
