@@ -123,12 +123,10 @@ def test_row2_a_stored_number_json_cannot_carry_is_answered_as_valid_json(home):
 
 def test_row4_a_write_gives_up_with_409_while_another_process_writes_and_searches_go_on(home):
     api = create_app(ServerConfig(("faq",), str(home), lock_timeout=2.0))
-    other_writer = writer_lock(home / "faq")
 
     async def scenario():
         async with async_client(api) as client:
-            other_writer.acquire()
-            try:
+            with writer_lock(home / "faq"):  # as another process writing holds it
                 started = time.monotonic()
                 upsert = asyncio.create_task(
                     client.put("/v1/indexes/faq/documents", json={"documents": [{"id": "new", "text": "brand new"}]})
@@ -136,8 +134,6 @@ def test_row4_a_write_gives_up_with_409_while_another_process_writes_and_searche
                 search = await asyncio.wait_for(client.post("/v1/search", json={"index": "faq", "query": "app"}), 10)
                 assert search.status_code == 200 and not upsert.done()
                 response = await asyncio.wait_for(upsert, 15)
-            finally:
-                other_writer.release()
             assert response.status_code == 409, response.text
             assert "being written by another process; gave up after 2.0 s" in response.json()["error"]
             assert 2.0 <= time.monotonic() - started < 12
