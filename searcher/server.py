@@ -53,6 +53,7 @@ from .index import Index
 from .paths import existing_index_path
 from .search import SEARCH_MODES, search_response
 from .sources import Record
+from .writes import MAX_PHRASINGS
 
 log = logging.getLogger("searcher")
 CONFIG_VARIABLE = "SEARCHER_SERVE_CONFIG"  # how `searcher serve` hands its settings to uvicorn's workers
@@ -63,8 +64,7 @@ MAX_BATCH_QUERIES = 64
 # characters in hybrid mode held it for 6 s).
 MAX_BATCH_CHARS = 20_000
 MAX_DOCUMENTS = 1_000  # per upsert or delete request
-# Alternative wordings are embedded like documents: capped per document and per upsert request.
-MAX_DOCUMENT_PHRASINGS = 1_000
+# Alternative wordings are embedded like documents: capped per upsert request (per document: MAX_PHRASINGS).
 MAX_WRITE_PHRASINGS = 10_000
 MAX_BODY_BYTES = 8 * 2**20
 LOCK_TIMEOUT_S = 5.0  # a write's wait for another process's writer lock, then 409
@@ -394,10 +394,10 @@ def _records(documents: list[Document]) -> list[Record]:
     for document in documents:
         name = str(document.id)
         wordings += len(document.phrasings)
-        if len(document.phrasings) > MAX_DOCUMENT_PHRASINGS:
+        if len(document.phrasings) > MAX_PHRASINGS:
             raise SourceError(
                 f"document {name!r} has {len(document.phrasings):,} alternative wordings; "
-                f"at most {MAX_DOCUMENT_PHRASINGS:,} per document"
+                f"at most {MAX_PHRASINGS:,} per document"
             )
         if wordings > MAX_WRITE_PHRASINGS:
             raise SourceError(

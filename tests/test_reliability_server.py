@@ -24,13 +24,13 @@ from searcher.paths import writer_lock
 from searcher.search import MAX_FILTER_CHOICES, MAX_FILTER_FIELDS
 from searcher.server import (
     MAX_BATCH_CHARS,
-    MAX_DOCUMENT_PHRASINGS,
     MAX_WRITE_PHRASINGS,
     UVICORN_OPTIONS,
     RequestDeadline,
     ServerConfig,
     create_app,
 )
+from searcher.writes import MAX_PHRASINGS
 
 runner = CliRunner()
 
@@ -354,16 +354,16 @@ def test_row13_serving_beyond_loopback_without_a_key_is_refused(home):
 
 
 def test_row1_a_document_with_too_many_wordings_is_refused(client):
-    phrasings = [f"w{i}" for i in range(MAX_DOCUMENT_PHRASINGS + 1)]
+    phrasings = [f"w{i}" for i in range(MAX_PHRASINGS + 1)]
     documents = [{"id": "fine", "text": "t"}, {"id": "wordy", "text": "t", "phrasings": phrasings}]
     response = client.put("/v1/indexes/faq/documents", json={"documents": documents})
     assert response.status_code == 400, response.text
-    assert "'wordy'" in response.json()["error"] and f"at most {MAX_DOCUMENT_PHRASINGS:,}" in response.json()["error"]
+    assert "'wordy'" in response.json()["error"] and f"at most {MAX_PHRASINGS:,}" in response.json()["error"]
     assert client.get("/v1/indexes/faq").json()["documents"] == len(DOCS)
 
 
 def test_row1_a_write_with_too_many_wordings_in_all_is_refused(client):
-    each = MAX_DOCUMENT_PHRASINGS
+    each = MAX_PHRASINGS
     documents = [
         {"id": f"d{n}", "text": "t", "phrasings": [f"w{i}" for i in range(each)]}
         for n in range(MAX_WRITE_PHRASINGS // each + 1)
