@@ -42,7 +42,7 @@ from .paths import drop_index, index_path, list_indexes
 from .plots import plot_context, plot_histogram
 from .search import search_response
 from .sources import read_records
-from .tune import Hyperparameters, TrainingStep, TuneReport, tune
+from .tune import GATE_METRICS, Hyperparameters, TrainingStep, TuneReport, tune
 from .writes import AddReport
 
 console = Console()
@@ -901,7 +901,7 @@ def tune_command(
 def _tune_summary(report: TuneReport) -> None:
     gate = report.gate
     table = Table("metric", "base", "tuned", title=f"{gate.queries:,} {gate.checked_on}", title_justify="left")
-    for metric in ("top1", "ndcg_at_10"):
+    for metric in GATE_METRICS:
         table.add_row(metric, f"{gate.before[metric]:.4f}", f"{gate.after[metric]:.4f}")
     console.print(table)
     learned = ", ".join(f"{count:,} {kind}" for kind, count in report.pairs.items() if count)

@@ -187,6 +187,11 @@ def _read_jsonl(
 def _jsonl_record(
     line: str, location: str, fallback_id: str, text_fields: Sequence[str], id_field: str | None
 ) -> Record:
+    return make_record(json_object(line, location), location, fallback_id, text_fields, id_field)
+
+
+def json_object(line: str, location: str) -> dict[str, Any]:
+    """The JSON object on one LINE of a JSONL file; anything else is a SourceError naming LOCATION."""
     _check_utf8(line, location)
     try:
         row = json.loads(line)
@@ -198,7 +203,16 @@ def _jsonl_record(
         raise SourceError(f"{location}: nested too deeply (more than {MAX_NESTING} levels)") from None
     if not isinstance(row, dict):
         raise SourceError(f"{location}: expected a JSON object, got {type(row).__name__}")
-    return make_record(row, location, fallback_id, text_fields, id_field)
+    return row
+
+
+def read_json_objects(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(FILE:LINE, object) for each non-blank line of a JSONL file, read as documents' lines are."""
+    with _open_text(Path(path)) as handle:
+        for number, line in enumerate(_lines(handle), start=1):
+            if line.strip():
+                location = f"{path}:{number}"
+                yield location, json_object(line, location)
 
 
 def _read_table(

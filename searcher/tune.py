@@ -26,7 +26,7 @@ import numpy as np
 from .config import EmbeddingSettings, require_positive
 from .errors import ConfigError, SourceError, TuneError, TuneRejectedError
 from .evaluate import load_beir, retrieval_metrics
-from .sources import Record, read_records
+from .sources import Record, read_json_objects, read_records
 from .writes import latest_documents
 
 if TYPE_CHECKING:
@@ -269,26 +269,11 @@ def self_pairs(documents: Iterable[Record]) -> list[Pair]:
 
 def read_feedback(path: str | Path, documents: dict[str, str]) -> list[Pair]:
     """Pairs from a JSONL file of {"query": text, "id": document id}; every id must be one of DOCUMENTS."""
-    pairs = []
-    try:
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if line.strip():
-                    pairs.append(_feedback_pair(line, f"{path}:{number}", documents))
-    except OSError as error:
-        raise SourceError(f"cannot read {path}: {error.strerror}") from None
-    except UnicodeDecodeError:
-        raise SourceError(f"{path}: not UTF-8 text") from None
-    return pairs
+    return [_feedback_pair(row, location, documents) for location, row in read_json_objects(path)]
 
 
-def _feedback_pair(line: str, location: str, documents: dict[str, str]) -> Pair:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise SourceError(f"{location}: invalid JSON: {error.msg} (column {error.colno})") from None
-    query = row.get("query") if isinstance(row, dict) else None
-    document = row.get("id") if isinstance(row, dict) else None
+def _feedback_pair(row: dict[str, Any], location: str, documents: dict[str, str]) -> Pair:
+    query, document = row.get("query"), row.get("id")
     if not isinstance(query, str) or not query.strip():
         raise SourceError(f'{location}: expected {{"query": text, "id": document id}} with a non-empty query')
     if isinstance(document, bool) or not isinstance(document, (str, int)):
