@@ -26,7 +26,7 @@ import numpy as np
 from .config import EmbeddingSettings, require_positive
 from .errors import ConfigError, SourceError, TuneError, TuneRejectedError
 from .evaluate import load_beir, retrieval_metrics
-from .sources import Record, read_json_objects, read_records
+from .sources import LONE_SURROGATE, Record, read_json_objects, read_records
 from .writes import latest_documents
 
 if TYPE_CHECKING:
@@ -276,6 +276,8 @@ def _feedback_pair(row: dict[str, Any], location: str, documents: dict[str, str]
     query, document = row.get("query"), row.get("id")
     if not isinstance(query, str) or not query.strip():
         raise SourceError(f'{location}: expected {{"query": text, "id": document id}} with a non-empty query')
+    if LONE_SURROGATE.search(query):
+        raise SourceError(f"{location}: the query holds a lone surrogate (half of a UTF-16 pair), which is not text")
     if isinstance(document, bool) or not isinstance(document, (str, int)):
         raise SourceError(f"{location}: id must be a string or an integer, got {json.dumps(document)}")
     if str(document) not in documents:

@@ -181,6 +181,9 @@ def test_feedback_pairs_are_learned_and_an_unknown_id_names_its_line(tmp_path, t
     pairs.write_text(json.dumps({"id": "password"}) + "\n")
     with pytest.raises(SourceError, match=r"pairs.jsonl:1: .*non-empty query"):
         tune(faq, tmp_path / "other", pairs_files=[pairs], base=str(tiny_model))
+    pairs.write_text(json.dumps({"query": "ok", "id": "password"}) + "\n" + '{"query": "\\ud800", "id": "password"}\n')
+    with pytest.raises(SourceError, match=r"pairs.jsonl:2: the query holds a lone surrogate"):
+        tune(faq, tmp_path / "other", pairs_files=[pairs], base=str(tiny_model))
 
 
 def test_qrels_are_read_only_for_the_splits_named(tmp_path, tiny_model):
