@@ -88,7 +88,7 @@ class Index:
         settings = settings or Settings()
         path = index_path(name_or_path, home or settings.home)
         _require_free(path)  # before loading a model for nothing
-        embedder = embedder or _embedding().Embedder(settings.embedding, settings.runtime.device)
+        embedder = embedder or embedding_module().Embedder(settings.embedding, settings.runtime.device)
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -205,7 +205,7 @@ class Index:
         """
         if self._embedder is None:
             spec = self.manifest.spec
-            embedding = _embedding()
+            embedding = embedding_module()
             model_dir = embedding.locate_model(spec.model, download=False)
             fingerprint = embedding.model_fingerprint(model_dir)
             if fingerprint != spec.fingerprint:
@@ -524,7 +524,7 @@ def _shard_chunk(
     return records, vectors_of
 
 
-def _embedding() -> Any:
+def embedding_module() -> Any:
     """The embedder module, imported when a model is first needed: torch takes seconds to import, and
     listing, checking, dropping or keyword-searching an index needs none of it."""
     from . import embedder

@@ -26,6 +26,7 @@ import numpy as np
 from .config import EmbeddingSettings, require_positive
 from .errors import ConfigError, SourceError, TuneError, TuneRejectedError
 from .evaluate import load_beir, retrieval_metrics
+from .index import embedding_module
 from .sources import LONE_SURROGATE, Record, read_json_objects, read_records
 from .writes import latest_documents
 
@@ -190,7 +191,7 @@ def tune(
             "a FAQ question or alternative wordings, or give --pairs FILE or --split NAME"
         )
 
-    embedding = _embedding()
+    embedding = embedding_module()  # torch, imported only once tuning starts
     base_embedder = embedding.Embedder(EmbeddingSettings(base), device)
     # A sentence-transformers directory can only declare pooling of the last layer: tune that layer.
     learner = (
@@ -392,10 +393,3 @@ def _train(
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _embedding() -> Any:
-    """The embedder module, imported when tuning starts: torch takes seconds to import."""
-    from . import embedder
-
-    return embedder
