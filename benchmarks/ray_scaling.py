@@ -38,8 +38,8 @@ def run(source: Path, home: str, name: str, extra: list[str]) -> float:
     return time.perf_counter() - started
 
 
-def by_document(index: Index) -> dict[tuple[str, str | None], np.ndarray]:
-    return {(document, phrasing): vector for document, phrasing, vector in index.stored_vectors()}
+def by_document(index: Index) -> dict[tuple[str, str | None, tuple[int, int] | None], np.ndarray]:
+    return {(document, owner.phrasing, owner.span): vector for document, owner, vector in index.stored_vectors()}
 
 
 def main() -> None:

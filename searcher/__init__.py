@@ -9,7 +9,7 @@ from .errors import SearcherError  # noqa: E402
 from .index import Index  # noqa: E402
 from .manifest import EmbeddingSpec, Manifest  # noqa: E402
 from .paths import list_indexes  # noqa: E402
-from .search import Hit  # noqa: E402
+from .search import Hit, Passage  # noqa: E402
 from .sources import Record, read_records  # noqa: E402
 from .tune import Hyperparameters, TuneReport, tune  # noqa: E402
 from .writes import AddReport  # noqa: E402
@@ -22,6 +22,7 @@ __all__ = [
     "Hyperparameters",
     "Index",
     "Manifest",
+    "Passage",
     "Record",
     "SearcherError",
     "Settings",

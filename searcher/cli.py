@@ -738,7 +738,7 @@ def embed(
         embedder = Embedder(settings.embedding, settings.runtime.device)
     vectors = np.zeros((len(texts), embedder.dimension), dtype=np.float32)
     truncated = 0
-    for batch in embedder.embed_documents((text, ()) for text in texts):
+    for batch in embedder.embed_texts(texts):
         vectors[batch.positions] = batch.vectors
         truncated += batch.truncated
     _write_vectors(texts, vectors, output_format, out)

@@ -36,9 +36,16 @@ class EmbeddingSettings:
     pooling: str = "auto"
     max_length: int | None = None
     precision: str = "auto"
+    chunk: int | str = "auto"  # "auto": windows of the model's limit for longer texts; 0 ("none"): cut them
+    chunk_overlap: int | None = None  # tokens shared by neighbouring windows; None: the default for the window
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layer", parse_layer(self.layer))
+        object.__setattr__(self, "chunk", parse_chunk(self.chunk))
+        if self.chunk_overlap is not None and (
+            isinstance(self.chunk_overlap, bool) or not isinstance(self.chunk_overlap, int) or self.chunk_overlap < 0
+        ):
+            raise ConfigError(f"chunk_overlap must be a number of tokens (0 or more), got {self.chunk_overlap!r}")
         require_choice("pooling", self.pooling, POOLINGS)
         require_choice("precision", self.precision, PRECISIONS)
         if self.max_length is not None:
@@ -127,6 +134,16 @@ def parse_layer(value: int | str) -> int | str:
         return int(str(value).strip())
     except ValueError:
         raise ConfigError(f"invalid layer {value!r}: use 'auto' or an integer such as -1 or -2") from None
+
+
+def parse_chunk(value: int | str) -> int | str:
+    """Accept "auto", "none" (stored as 0: texts are cut to the model's limit) or a window length in tokens."""
+    if value in ("auto", "none"):
+        return 0 if value == "none" else value
+    text = str(value).strip()
+    if isinstance(value, bool) or not text.isdigit():
+        raise ConfigError(f"invalid chunk {value!r}: use 'auto', 'none' or a number of tokens such as 128")
+    return int(text)
 
 
 def require_choice(name: str, value: object, choices: tuple[str, ...]) -> None:

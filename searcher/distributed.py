@@ -253,7 +253,7 @@ def _read_shards(row: dict[str, Any], read: ReadOptions, stored: Any, shard_docu
     documents, received, empty = latest_documents(_file_records(row["path"], read.source_format, on_error))
     keys = np.array(
         [
-            document_key(d.id, content_hash(d.text, d.phrasings), fields_json(d.fields), 1 + len(d.phrasings))
+            document_key(d.id, content_hash(d.text, d.phrasings), fields_json(d.fields), len(d.phrasings))
             for d in documents
         ],
         dtype=np.int64,
@@ -272,7 +272,7 @@ def _read_shards(row: dict[str, Any], read: ReadOptions, stored: Any, shard_docu
         yield {
             "shard": f"{row['number']:06d}-{start // shard_documents:06d}",
             "errors": errors if start == 0 else [],
-            "records": json.dumps([[d.id, d.text, d.fields, list(d.phrasings)] for d in chunk]),
+            "records": json.dumps([[d.id, d.text, d.fields, list(d.phrasings), d.heading] for d in chunk]),
         } | {name: count if start == 0 else 0 for name, count in counts.items()}
 
 
@@ -319,19 +319,21 @@ class _EmbedActor:
 
     def __call__(self, shard: dict[str, Any]) -> dict[str, Any]:
         records = [
-            Record(id, text, fields, tuple(phrasings))
-            for id, text, fields, phrasings in json.loads(shard.pop("records"))
+            Record(id, text, fields, tuple(phrasings), heading)
+            for id, text, fields, phrasings, heading in json.loads(shard.pop("records"))
         ]
         if not records:
             return shard | {"staged": "", "embedded": 0}
-        counts = [1 + len(record.phrasings) for record in records]
-        starts = np.cumsum([0, *counts])
-        vectors = np.empty((starts[-1], self.embedder.dimension), dtype=np.float32)
+        vectors: list[np.ndarray] = [np.empty(0, np.float32)] * len(records)
+        spans: list[list[tuple[int, int]]] = [[]] * len(records)
         truncated, model_seconds = 0, 0.0
-        documents = [(record.text, record.phrasings) for record in records]
+        documents = [(record.text, record.heading, record.phrasings) for record in records]
         for embedded in self.embedder.embed_documents(documents, self.batch_size, self.batch_tokens):
-            rows = [row for i in embedded.positions for row in range(starts[i], starts[i + 1])]
-            vectors[rows] = embedded.vectors
+            start = 0
+            for position, passages in zip(embedded.positions, embedded.spans or [], strict=True):
+                end = start + len(passages) + len(records[position].phrasings)
+                vectors[position], spans[position] = embedded.vectors[start:end].ravel(), passages
+                start = end
             truncated += embedded.truncated
             model_seconds += embedded.model_seconds
         table = pa.table(
@@ -341,7 +343,9 @@ class _EmbedActor:
                 "fields": [json.dumps(record.fields) for record in records],
                 "phrasings": [list(record.phrasings) for record in records],
                 "content_hash": [content_hash(record.text, record.phrasings) for record in records],
-                "vectors": [vectors[starts[i] : starts[i + 1]].ravel() for i in range(len(records))],
+                "heading": [record.heading for record in records],
+                "spans": [[list(span) for span in passages] for passages in spans],
+                "vectors": vectors,
             },
             metadata={"truncated": str(truncated), "model_seconds": str(model_seconds)},
         )
@@ -376,9 +380,9 @@ def _staged_shards(paths: Iterable[Path], dimension: int) -> Iterator[tuple[list
         table = pq.read_table(path)
         columns = table.to_pydict()
         records = [
-            Record(id, text, json.loads(fields), tuple(phrasings))
-            for id, text, fields, phrasings in zip(
-                columns["id"], columns["text"], columns["fields"], columns["phrasings"], strict=True
+            Record(id, text, json.loads(fields), tuple(phrasings), heading)
+            for id, text, fields, phrasings, heading in zip(
+                columns["id"], columns["text"], columns["fields"], columns["phrasings"], columns["heading"], strict=True
             )
         ]
         metadata = {key.decode(): value.decode() for key, value in (table.schema.metadata or {}).items()}
@@ -392,6 +396,7 @@ def _staged_shards(paths: Iterable[Path], dimension: int) -> Iterator[tuple[list
                 vectors.reshape(-1, dimension),
                 int(metadata.get("truncated", 0)),
                 float(metadata.get("model_seconds", 0)),
+                [[(start, end) for start, end in passages] for passages in columns["spans"]],
             ),
         )
         path.unlink()  # reached when the next shard is asked for: this one is committed

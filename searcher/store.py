@@ -1,7 +1,8 @@
 """The document store: one SQLite file holding documents, their vectors, a BM25 index and the manifest.
 
 SQLite is the source of truth; the FAISS file is derived from the `vectors` table. A document has one
-vector for its text and one per alternative phrasing; a vector's rowid is its FAISS id.
+vector per passage of its text (one passage, the whole text, unless it is long) and one per alternative
+phrasing; a vector's rowid is its FAISS id.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import sqlite_utils
@@ -30,26 +31,35 @@ CREATE TABLE documents (
     id TEXT NOT NULL UNIQUE,
     text TEXT NOT NULL,
     fields TEXT NOT NULL,
-    hash TEXT NOT NULL
+    hash TEXT NOT NULL,
+    heading INTEGER NOT NULL DEFAULT 0  -- characters of title (or FAQ question) the text starts with
 );
 CREATE TABLE vectors (
     rowid INTEGER PRIMARY KEY AUTOINCREMENT,
     document INTEGER NOT NULL REFERENCES documents(rowid) ON DELETE CASCADE,
-    phrasing TEXT,  -- NULL: the vector of the document's text; else of this alternative phrasing
-    vector BLOB NOT NULL
+    phrasing TEXT,  -- NULL: the vector of a passage of the document's text; else of this alternative phrasing
+    vector BLOB NOT NULL,
+    span_start INTEGER,  -- the passage's [start, end) in the text, in characters; NULL for a phrasing
+    span_end INTEGER
 );
 CREATE INDEX vectors_document ON vectors(document);
 CREATE TABLE manifest (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 UPSERT = """
-INSERT INTO documents (id, text, fields, hash) VALUES (?, ?, ?, ?)
-ON CONFLICT(id) DO UPDATE SET text = excluded.text, fields = excluded.fields, hash = excluded.hash
+INSERT INTO documents (id, text, fields, hash, heading) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT(id) DO UPDATE SET text = excluded.text, fields = excluded.fields, hash = excluded.hash,
+    heading = excluded.heading
 RETURNING rowid
 """
+# What format 1 lacked: passages' spans (its vectors were all of whole texts, or of phrasings) and headings.
+FORMAT_2_COLUMNS = {
+    "vectors": ("span_start INTEGER", "span_end INTEGER"),
+    "documents": ("heading INTEGER NOT NULL DEFAULT 0",),
+}
 
 BUSY_TIMEOUT_S = 60
-FORMAT = 1  # layout of docs.sqlite; raised when a newer searcher changes it
+FORMAT = 2  # layout of docs.sqlite; raised when a newer searcher changes it
 
 # Porter stemming over unicode61 words: "indexes" finds "indexing".
 FTS_TOKENIZER = "porter"
@@ -61,6 +71,51 @@ INTEGRITY_ERRORS = 10  # problems SQLite's integrity check lists at most
 SALVAGE_CHUNK = 512  # rows a repair reads at once; a chunk meeting a damaged page is read again row by row
 VECTOR_SCAN = 10_000  # vectors checked at once, so that checking a large index does not hold all its vectors
 UNIT_TOLERANCE = 1e-3  # how far a stored vector's length may be from 1
+# How many vectors a document has of its text's passages, and of its alternative phrasings.
+VECTOR_COUNTS = (
+    "(SELECT count(*) FROM vectors WHERE document = documents.rowid AND phrasing IS NULL), "
+    "(SELECT count(*) FROM vectors WHERE document = documents.rowid AND phrasing IS NOT NULL)"
+)
+# Put around the words of a text that a keyword query matches (see `keyword_matches`): characters of Unicode's
+# private use area, which no text searcher indexes has a reason to hold.
+MATCH_OPEN, MATCH_CLOSE = "\ue000", "\ue001"
+
+
+class StoredRow(NamedTuple):
+    """A document as `upsert_documents` writes it."""
+
+    id: str
+    text: str
+    fields: dict[str, Any]
+    content: str  # `content_hash` of what is embedded
+    heading: int = 0  # characters of heading the text starts with
+
+
+@dataclass(frozen=True)
+class VectorOwner:
+    """What a stored vector embeds: a passage of a document's text, or one of its alternative phrasings."""
+
+    document: int  # rowid
+    phrasing: str | None = None
+    span: tuple[int, int] | None = None  # a passage's [start, end) in the text; None: a phrasing, or older index
+
+
+def document_owners(rowid: int, spans: Sequence[tuple[int, int]], phrasings: Sequence[str]) -> list[VectorOwner]:
+    """The owners of a document's vectors, in the order they are embedded: its passages, then its phrasings."""
+    return [
+        *(VectorOwner(rowid, None, span) for span in spans),
+        *(VectorOwner(rowid, phrasing) for phrasing in phrasings),
+    ]
+
+
+@dataclass(frozen=True)
+class StoredState:
+    """What is stored of a document, to tell whether a record changes it."""
+
+    content: str  # hash
+    fields: str  # JSON
+    passages: int  # vectors of its text
+    phrasings: int  # vectors of its alternative phrasings
 
 
 @dataclass(frozen=True)
@@ -78,9 +133,9 @@ def content_hash(text: str, phrasings: Sequence[str] = ()) -> str:
     return hashlib.sha256("\x1f".join([text, *phrasings]).encode("utf-8")).hexdigest()
 
 
-def document_key(document_id: str, content: str, fields: str, vectors: int) -> int:
-    """64 bits naming a document's exact stored state: id, content hash, fields JSON and number of vectors."""
-    state = "\x1f".join([document_id, content, fields, str(vectors)]).encode("utf-8")
+def document_key(document_id: str, content: str, fields: str, phrasings: int) -> int:
+    """64 bits naming a document's exact stored state: id, content hash, fields JSON and number of phrasings."""
+    state = "\x1f".join([document_id, content, fields, str(phrasings)]).encode("utf-8")
     return int.from_bytes(hashlib.blake2b(state, digest_size=8).digest(), "little", signed=True)
 
 
@@ -112,6 +167,33 @@ class DocumentStore:
         self.db = db
         self.path = path
         self.read_only = on_read_only_storage(path)
+        self._read_format()
+
+    def _read_format(self) -> None:
+        """How to read spans and headings: from their columns, or as the constants a format-1 file implies."""
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(vectors)")}
+        self._has_spans = "span_start" in columns
+        self._spans = "span_start, span_end" if self._has_spans else "NULL, NULL"
+        self._heading = "heading" if self._has_spans else "0"
+
+    def upgrade(self) -> None:
+        """Add what a format-1 file lacks (writers only, under the writer lock); nothing is embedded again."""
+        tables = {
+            table: {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")} for table in FORMAT_2_COLUMNS
+        }
+        missing = [
+            (table, column)
+            for table, columns in FORMAT_2_COLUMNS.items()
+            for column in columns
+            if column.split()[0] not in tables[table]
+        ]
+        if not missing:
+            return
+        with self._write_errors(), self.db.conn:
+            for table, column in missing:
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+            _write_manifest(self.db.conn, {"format": FORMAT})
+        self._read_format()
 
     @classmethod
     def create(cls, path: Path, manifest: dict[str, Any]) -> DocumentStore:
@@ -191,62 +273,70 @@ class DocumentStore:
     def vector_count(self) -> int:
         return self.db.execute("SELECT count(*) FROM vectors").fetchone()[0]
 
-    def stored(self, ids: Sequence[str]) -> dict[str, tuple[str, str, int]]:
-        """(content hash, fields JSON, number of vectors) of the given ids that are stored."""
+    def stored(self, ids: Sequence[str]) -> dict[str, StoredState]:
+        """What is stored of each of the given ids that is."""
         rows = self._select_in(
-            "SELECT id, hash, fields, (SELECT count(*) FROM vectors WHERE document = documents.rowid) "
-            "FROM documents WHERE id IN ({})",
+            f"SELECT id, hash, fields, {VECTOR_COUNTS} FROM documents WHERE id IN ({{}})",
             ids,
         )
-        return {document_id: (content, fields, vectors) for document_id, content, fields, vectors in rows}
+        return {row[0]: StoredState(*row[1:]) for row in rows}
 
     def document_keys(self) -> np.ndarray:
-        """`document_key` of every stored document, sorted (int64)."""
-        rows = self.db.execute(
-            "SELECT id, hash, fields, (SELECT count(*) FROM vectors WHERE document = documents.rowid) FROM documents"
-        )
-        return np.sort(np.fromiter((document_key(*row) for row in rows), dtype=np.int64))
+        """`document_key` of every stored document that has its text's vectors, sorted (int64)."""
+        rows = self.db.execute(f"SELECT id, hash, fields, {VECTOR_COUNTS} FROM documents")
+        # row[3] and row[4]: how many vectors of passages and of phrasings
+        keys = (document_key(row[0], row[1], row[2], row[4]) for row in rows if row[3])
+        return np.sort(np.fromiter(keys, dtype=np.int64))
 
     def upsert_documents(
-        self, documents: Sequence[tuple[str, str, dict[str, Any], str]], reembed: Collection[str] = ()
+        self, documents: Sequence[StoredRow], reembed: Collection[str] = ()
     ) -> tuple[list[int], list[int]]:
-        """Insert or replace (id, text, fields, content hash) documents.
+        """Insert or replace documents.
 
         A replaced document keeps its rowid; the vectors of the ids in REEMBED are dropped, to be embedded
         again. Returns the rowids in input order and the ids of the dropped vectors.
         """
         rowids = [
-            self.db.execute(UPSERT, (document_id, text, fields_json(fields), content)).fetchone()[0]
-            for document_id, text, fields, content in documents
+            self.db.execute(
+                UPSERT, (document.id, document.text, fields_json(document.fields), document.content, document.heading)
+            ).fetchone()[0]
+            for document in documents
         ]
-        return rowids, self._drop_vectors(
-            [rowid for rowid, document in zip(rowids, documents, strict=True) if document[0] in reembed]
+        return rowids, self.drop_vectors(
+            [rowid for rowid, document in zip(rowids, documents, strict=True) if document.id in reembed]
         )
 
     def delete_documents(self, ids: Sequence[str]) -> tuple[list[str], list[int]]:
         """Delete documents by external id; returns the ids found and their dropped vector ids."""
         rows = self._select_in("SELECT rowid, id FROM documents WHERE id IN ({})", ids)
         rowids = [rowid for rowid, _ in rows]
-        dropped = self._drop_vectors(rowids)
+        dropped = self.drop_vectors(rowids)
         for chunk in _chunks(rowids):
             self.db.execute(f"DELETE FROM documents WHERE rowid IN ({_marks(chunk)})", chunk)
         return [document_id for _, document_id in rows], dropped
 
-    def add_vectors(self, owners: Sequence[tuple[int, str | None]], vectors: np.ndarray) -> list[int]:
-        """Store vectors for (document rowid, phrasing or None) owners; returns their ids."""
+    def add_vectors(self, owners: Sequence[VectorOwner], vectors: np.ndarray) -> list[int]:
+        """Store the VECTORS of their OWNERS (inside the caller's transaction); returns their ids."""
         return [
             self.db.execute(
-                "INSERT INTO vectors (document, phrasing, vector) VALUES (?, ?, ?) RETURNING rowid",
-                (document, phrasing, np.asarray(vector, dtype=np.float32).tobytes()),
+                "INSERT INTO vectors (document, phrasing, vector, span_start, span_end) VALUES (?, ?, ?, ?, ?) "
+                "RETURNING rowid",
+                (
+                    owner.document,
+                    owner.phrasing,
+                    np.asarray(vector, dtype=np.float32).tobytes(),
+                    *(owner.span or (None, None)),
+                ),
             ).fetchone()[0]
-            for (document, phrasing), vector in zip(owners, vectors, strict=True)
+            for owner, vector in zip(owners, vectors, strict=True)
         ]
 
     def generation(self) -> int:
         """A counter raised by every write transaction: the state a FAISS file was saved from."""
         return self.manifest_value("generation", 0)
 
-    def _drop_vectors(self, documents: Sequence[int]) -> list[int]:
+    def drop_vectors(self, documents: Sequence[int]) -> list[int]:
+        """Delete every vector of the DOCUMENTS (rowids); returns the ids of those dropped."""
         dropped = [row[0] for row in self._select_in("SELECT rowid FROM vectors WHERE document IN ({})", documents)]
         for chunk in _chunks(documents):
             self.db.execute(f"DELETE FROM vectors WHERE document IN ({_marks(chunk)})", chunk)
@@ -273,23 +363,65 @@ class DocumentStore:
                 "resets them"
             ) from None
 
-    def vector_owners(self, vector_ids: Sequence[int]) -> dict[int, tuple[int, str | None]]:
-        """(document rowid, phrasing) of each vector id."""
+    def vector_owners(self, vector_ids: Sequence[int]) -> dict[int, VectorOwner]:
+        """The owner of each of the vectors with the given ids."""
         rows = self.db.execute(
-            f"SELECT rowid, document, phrasing FROM vectors WHERE rowid IN ({_marks(vector_ids)})", list(vector_ids)
+            f"SELECT rowid, document, phrasing, {self._spans} FROM vectors WHERE rowid IN ({_marks(vector_ids)})",
+            list(vector_ids),
         )
-        return {rowid: (document, phrasing) for rowid, document, phrasing in rows}
+        return {rowid: _owner(*owner) for rowid, *owner in rows}
 
-    def document_vectors(
-        self, documents: Sequence[int], dimension: int
-    ) -> tuple[list[tuple[int, str | None]], np.ndarray]:
-        """Every vector of the given documents, with its (document rowid, phrasing) owner."""
+    def document_vectors(self, documents: Sequence[int], dimension: int) -> tuple[list[VectorOwner], np.ndarray]:
+        """Every vector of the given documents (rowids), with its owner."""
         rows = self.db.execute(
-            f"SELECT document, phrasing, vector FROM vectors WHERE document IN ({_marks(documents)})", list(documents)
+            f"SELECT document, phrasing, {self._spans}, vector FROM vectors WHERE document IN ({_marks(documents)})",
+            list(documents),
         ).fetchall()
-        return [(document, phrasing) for document, phrasing, _ in rows], _matrix(
-            [blob for _, _, blob in rows], dimension
+        return [_owner(*row[:4]) for row in rows], _matrix([row[4] for row in rows], dimension)
+
+    def passage_spans(self, documents: Sequence[int]) -> dict[int, list[tuple[int, int]]]:
+        """The spans of each of the DOCUMENTS' passages, in text order (none for an older index's documents)."""
+        if not self._has_spans:
+            return {}
+        rows = self.db.execute(
+            f"SELECT document, span_start, span_end FROM vectors WHERE document IN ({_marks(documents)}) "
+            "AND span_start IS NOT NULL ORDER BY document, span_start",
+            list(documents),
         )
+        spans: dict[int, list[tuple[int, int]]] = {}
+        for document, start, end in rows:
+            spans.setdefault(document, []).append((start, end))
+        return spans
+
+    def keyword_matches(self, text: str, documents: Sequence[int]) -> dict[int, list[tuple[int, int]]]:
+        """Where in each of the DOCUMENTS' texts the words of TEXT occur, as BM25 matches them (stemmed): FTS5's
+        `highlight` with markers that are then taken out again."""
+        query = keyword_query(text)
+        if query is None or not documents:
+            return {}
+        rows = self.db.execute(
+            "SELECT rowid, highlight(documents_fts, 0, ?, ?) FROM documents_fts WHERE documents_fts MATCH ? "
+            f"AND rowid IN ({_marks(documents)})",
+            [MATCH_OPEN, MATCH_CLOSE, query, *documents],
+        ).fetchall()
+        return {rowid: _marked_spans(marked) for rowid, marked in rows}
+
+    def embedding_inputs(self, documents: Sequence[int]) -> list[tuple[StoredDocument, int, list[str]]]:
+        """What the DOCUMENTS (rowids) are embedded from: each one, its heading's length and its phrasings."""
+        stored = self.documents(documents)
+        headings = dict(
+            self.db.execute(
+                f"SELECT rowid, {self._heading} FROM documents WHERE rowid IN ({_marks(documents)})", list(documents)
+            )
+        )
+        phrasings: dict[int, list[str]] = {}
+        for document, phrasing in self.db.execute(
+            f"SELECT document, phrasing FROM vectors WHERE document IN ({_marks(documents)}) AND phrasing IS NOT NULL "
+            "ORDER BY rowid",
+            list(documents),
+        ):
+            phrasings.setdefault(document, []).append(phrasing)
+        return [(stored[rowid], headings[rowid], phrasings.get(rowid, [])) for rowid in documents if rowid in stored]
 
     def vectors_by_id(self, vector_ids: Sequence[int], dimension: int) -> np.ndarray:
         """The vectors with the given ids, in that order; zeros for an id a writer has removed meanwhile."""
@@ -306,13 +438,13 @@ class DocumentStore:
         rows = self.db.execute("SELECT rowid, id, text, fields FROM documents ORDER BY rowid")
         return (self._document(*row) for row in rows)
 
-    def owned_vectors(self, dimension: int) -> Iterator[tuple[str, str | None, np.ndarray]]:
-        """Every stored vector with its document's external id and its phrasing (None: the document's text)."""
+    def owned_vectors(self, dimension: int) -> Iterator[tuple[str, VectorOwner, np.ndarray]]:
+        """Every stored vector with its document's external id and its owner."""
         rows = self.db.execute(
-            "SELECT documents.id, phrasing, vector FROM vectors JOIN documents ON documents.rowid = vectors.document "
-            "ORDER BY vectors.rowid"
+            f"SELECT documents.id, vectors.document, phrasing, {self._spans}, vector "
+            "FROM vectors JOIN documents ON documents.rowid = vectors.document ORDER BY vectors.rowid"
         )
-        return ((document_id, phrasing, _matrix([blob], dimension)[0]) for document_id, phrasing, blob in rows)
+        return ((row[0], _owner(*row[1:5]), _matrix([row[5]], dimension)[0]) for row in rows)
 
     def vector_ids(self) -> np.ndarray:
         return np.fromiter(
@@ -382,7 +514,8 @@ class DocumentStore:
         damaged = self.damaged_vectors(dimension)
         if damaged:
             found.append(
-                f"{len(damaged)} vectors are damaged (the wrong size, or not of unit length), e.g. of {damaged[0][1]!r}"
+                f"{len(damaged)} vectors are damaged (the wrong size, not of unit length, or of a passage outside its "
+                f"text), e.g. of {damaged[0][2]!r}"
             )
         if self.read_only:  # FTS5's integrity check is a write command, which read-only storage refuses
             return found
@@ -401,8 +534,10 @@ class DocumentStore:
         return [] if found == ["ok"] else [f"SQLite integrity check: {line}" for line in found]
 
     def documents_without_vectors(self) -> list[StoredDocument]:
+        """The documents that have no vector of their text (those of phrasings do not count)."""
         rows = self.db.execute(
-            "SELECT rowid, id, text, fields FROM documents WHERE rowid NOT IN (SELECT document FROM vectors)"
+            "SELECT rowid, id, text, fields FROM documents "
+            "WHERE rowid NOT IN (SELECT document FROM vectors WHERE phrasing IS NULL)"
         )
         return [self._document(*row) for row in rows]
 
@@ -414,34 +549,35 @@ class DocumentStore:
         )
         return rows.fetchall()
 
-    def damaged_vectors(self, dimension: int) -> list[tuple[int, str, str]]:
-        """(vector id, document id, the text it embeds) of the stored vectors that are not DIMENSION float32
-        values of unit length: a blob of another size, or values that are not finite."""
+    def damaged_vectors(self, dimension: int) -> list[tuple[int, int, str]]:
+        """(vector id, document rowid, document id) of the stored vectors that are not DIMENSION float32 values
+        of unit length (a blob of another size, values that are not finite), or whose passage is not a span of
+        its document's text."""
+        outside = (
+            "(span_start IS NULL) != (span_end IS NULL) OR span_start < 0 OR span_end <= span_start "
+            "OR span_end > length(documents.text)"
+            if self._has_spans
+            else "0"
+        )
         rows = self.db.execute(
-            "SELECT vectors.rowid, documents.id, coalesce(vectors.phrasing, documents.text), vectors.vector "
+            f"SELECT vectors.rowid, documents.rowid, documents.id, vectors.vector, coalesce({outside}, 0) "
             "FROM vectors JOIN documents ON documents.rowid = vectors.document"
         )
         damaged = []
         while chunk := rows.fetchmany(VECTOR_SCAN):
             whole = [row for row in chunk if isinstance(row[3], bytes) and len(row[3]) == 4 * dimension]
-            damaged += [row[:3] for row in chunk if not isinstance(row[3], bytes) or len(row[3]) != 4 * dimension]
+            damaged += [
+                row[:3] for row in chunk if row[4] or not isinstance(row[3], bytes) or len(row[3]) != 4 * dimension
+            ]
             if whole:
                 lengths = np.linalg.norm(_matrix([row[3] for row in whole], dimension), axis=1)
                 # Written so that NaN, which compares false with everything, counts as damaged.
                 damaged += [
-                    row[:3] for row, length in zip(whole, lengths, strict=True) if not abs(length - 1) <= UNIT_TOLERANCE
+                    row[:3]
+                    for row, length in zip(whole, lengths, strict=True)
+                    if not row[4] and not abs(length - 1) <= UNIT_TOLERANCE
                 ]
         return damaged
-
-    def replace_vectors(self, vector_ids: Sequence[int], vectors: np.ndarray) -> None:
-        """Store VECTORS in place of those with the given ids (inside the caller's transaction)."""
-        self.db.conn.executemany(
-            "UPDATE vectors SET vector = ? WHERE rowid = ?",
-            [
-                (np.asarray(vector, dtype=np.float32).tobytes(), vector_id)
-                for vector_id, vector in zip(vector_ids, vectors, strict=True)
-            ],
-        )
 
     def repair(self) -> tuple[list[str], list[str]]:
         """Rebuild what SQLite can rebuild alone: drop orphan vectors, rebuild the keyword index and the count,
@@ -479,29 +615,34 @@ class DocumentStore:
             with self._write_errors(), staged.conn:
                 kept: set[int] = set()
                 for row in self._readable_rows(
-                    "SELECT rowid, id, text, fields, hash FROM documents", last["documents"]
+                    f"SELECT rowid, id, text, fields, hash, {self._heading} FROM documents", last["documents"]
                 ):
                     staged.conn.execute(
-                        "INSERT INTO documents (rowid, id, text, fields, hash) VALUES (?, ?, ?, ?, ?)", row
+                        "INSERT INTO documents (rowid, id, text, fields, hash, heading) VALUES (?, ?, ?, ?, ?, ?)", row
                     )
                     kept.add(row[0])
                 for row in self._readable_rows(
-                    "SELECT rowid, document, phrasing, vector FROM vectors", last["vectors"]
+                    f"SELECT rowid, document, phrasing, vector, {self._spans} FROM vectors", last["vectors"]
                 ):
                     if row[1] in kept:
                         staged.conn.execute(
-                            "INSERT INTO vectors (rowid, document, phrasing, vector) VALUES (?, ?, ?, ?)", row
+                            "INSERT INTO vectors (rowid, document, phrasing, vector, span_start, span_end) "
+                            "VALUES (?, ?, ?, ?, ?, ?)",
+                            row,
                         )
                 staged.conn.execute("DELETE FROM sqlite_sequence")
                 staged.conn.executemany("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", last.items())
                 staged.conn.executemany("INSERT INTO manifest (key, value) VALUES (?, ?)", manifest)
                 counted = self.manifest_value("documents", 0)
-                _write_manifest(staged.conn, {"documents": len(kept), "generation": self.generation() + 1})
+                _write_manifest(
+                    staged.conn, {"documents": len(kept), "generation": self.generation() + 1, "format": FORMAT}
+                )
         finally:
             staged.close()
         self.db.close()
         _replace_database(staged_path, self.path)
         self.db = _connect(self.path)
+        self._read_format()
         return Salvage(counted, len(kept))
 
     def _last_rowid(self, table: str) -> int:
@@ -680,6 +821,20 @@ def _replace_database(staged: Path, path: Path) -> None:
 
 def _side_files(path: Path) -> list[Path]:
     return [path.with_name(path.name + suffix) for suffix in ("-wal", "-shm", "-journal")]
+
+
+def _owner(document: int, phrasing: str | None, start: int | None, end: int | None) -> VectorOwner:
+    return VectorOwner(document, phrasing, None if start is None or end is None else (start, end))
+
+
+def _marked_spans(marked: str) -> list[tuple[int, int]]:
+    """The [start, end) spans, in the text without them, that MATCH_OPEN and MATCH_CLOSE enclose in MARKED."""
+    spans, removed = [], 0
+    for match in re.finditer(f"{MATCH_OPEN}(.*?){MATCH_CLOSE}", marked, re.DOTALL):
+        start = match.start() - removed
+        spans.append((start, start + len(match.group(1))))
+        removed += len(MATCH_OPEN) + len(MATCH_CLOSE)
+    return spans
 
 
 def _marks(values: Sequence[Any]) -> str:

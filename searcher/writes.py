@@ -13,13 +13,13 @@ import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
 
 from .errors import InvalidRecordError
 from .sources import Record
-from .store import DocumentStore, content_hash, fields_json
+from .store import DocumentStore, StoredRow, content_hash, document_owners, fields_json
 from .vectorfile import VectorFile
 
 T = TypeVar("T")
@@ -40,6 +40,8 @@ class AddReport:
     max_length: int
     seconds: float
     model_seconds: float = 0.0  # of SECONDS, the time spent in the model's forward passes
+    passages: int = 0  # vectors of the embedded documents' texts: one each, or one per passage of a long one
+    split: int = 0  # embedded documents whose text was split into several passages
 
     @property
     def documents(self) -> int:
@@ -49,10 +51,11 @@ class AddReport:
 
 @dataclass(frozen=True)
 class Embedded:
-    """Records with their vectors: for each record in turn, its text's vector, then one per phrasing."""
+    """Records with their vectors: for each record in turn, one per passage of its text, then one per phrasing."""
 
     records: list[Record]
     vectors: np.ndarray
+    spans: list[list[tuple[int, int]]]  # for each record, its passages' [start, end) in its text
     truncated: int = 0  # texts cut to the model's limit
     model_seconds: float = 0.0
 
@@ -139,9 +142,13 @@ def plan(store: DocumentStore, documents: list[Record]) -> AddPlan:
         before = stored.get(record.id)
         if before is None:
             result.new.append(record)
-        elif before[0] != content_hash(record.text, record.phrasings) or before[2] != 1 + len(record.phrasings):
-            result.changed.append(record)  # a differing vector count means an interrupted earlier run
-        elif before[1] != fields_json(record.fields):
+        elif (
+            before.content != content_hash(record.text, record.phrasings)
+            or not before.passages
+            or before.phrasings != len(record.phrasings)
+        ):
+            result.changed.append(record)  # vectors missing: an interrupted earlier run, or a repair that lost some
+        elif before.fields != fields_json(record.fields):
             result.fields_only.append(record)
         else:
             result.unchanged.append(record)
@@ -168,7 +175,7 @@ class Writer:
         """
         started = time.perf_counter()
         totals = dict.fromkeys(("added", "updated", "unchanged", "skipped_empty", "duplicates"), 0)
-        truncated, model_seconds, changed = 0, 0.0, False
+        truncated, model_seconds, passages, split, changed = 0, 0.0, 0, 0, False
         seen: set[str] = set()
         for records, embed in chunks:
             for record in records:
@@ -185,11 +192,13 @@ class Writer:
             reembed = {record.id for record in chunk_plan.changed}
             for batch in embed(chunk_plan.pending):
                 with self._store.transaction():
-                    dropped, added_ids = self._store_embedded(batch.records, batch.vectors, reembed)
+                    dropped, added_ids = self._store_embedded(batch, reembed)
                 self._vectors.apply(dropped, added_ids, batch.vectors)
                 changed = changed or bool(batch.records)
                 truncated += batch.truncated
                 model_seconds += batch.model_seconds
+                passages += sum(map(len, batch.spans))
+                split += sum(len(spans) > 1 for spans in batch.spans)
                 if progress:
                     progress(len(batch.records))
             settled = received - len(chunk_plan.pending)  # unchanged, fields only, empty or repeated
@@ -203,22 +212,24 @@ class Writer:
             max_length=max_length,
             seconds=time.perf_counter() - started,
             model_seconds=model_seconds,
+            passages=passages,
+            split=split,
         )
 
-    def _store_embedded(
-        self, records: list[Record], vectors: np.ndarray, reembed: Collection[str]
-    ) -> tuple[list[int], list[int]]:
-        """Upsert RECORDS with their VECTORS inside the caller's transaction; returns the ids of the vectors
-        dropped and of those added, for `VectorFile.apply` once the transaction is committed."""
-        rowids, dropped = self._store.upsert_documents([_row(record) for record in records], reembed)
+    def _store_embedded(self, batch: Embedded, reembed: Collection[str]) -> tuple[list[int], list[int]]:
+        """Upsert BATCH's records with their vectors inside the caller's transaction; returns the ids of the
+        vectors dropped and of those added, for `VectorFile.apply` once the transaction is committed."""
+        rowids, dropped = self._store.upsert_documents([_row(record) for record in batch.records], reembed)
         owners = [
-            (rowid, phrasing)
-            for record, rowid in zip(records, rowids, strict=True)
-            for phrasing in (None, *record.phrasings)
+            owner
+            for record, rowid, spans in zip(batch.records, rowids, batch.spans, strict=True)
+            for owner in document_owners(rowid, spans, record.phrasings)
         ]
-        return dropped, self._store.add_vectors(owners, vectors)
+        return dropped, self._store.add_vectors(owners, batch.vectors)
 
 
-def _row(record: Record) -> tuple[str, str, dict[str, Any], str]:
-    """A record as the store writes it: id, text, fields and the hash of what gets embedded."""
-    return record.id, record.text, record.fields, content_hash(record.text, record.phrasings)
+def _row(record: Record) -> StoredRow:
+    """A record as the store writes it: id, text, fields, the hash of what gets embedded, its heading's length."""
+    return StoredRow(
+        record.id, record.text, record.fields, content_hash(record.text, record.phrasings), len(record.heading)
+    )

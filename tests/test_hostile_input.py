@@ -117,7 +117,7 @@ def test_an_index_from_a_newer_searcher(home):
     with sqlite3.connect(home / "kept" / "docs.sqlite") as connection:
         connection.execute("UPDATE manifest SET value = '99' WHERE key = 'format'")
     assert_one_line_error(
-        cli(home, "query", "x", "--index", "kept"), "newer format (99; this searcher reads 1): upgrade searcher"
+        cli(home, "query", "x", "--index", "kept"), "newer format (99; this searcher reads 2): upgrade searcher"
     )
 
 
@@ -185,6 +185,6 @@ def test_database_full_during_a_write(home, tmp_path, monkeypatch):
     (tmp_path / "new.jsonl").write_text("\n".join(rows))
     assert_one_line_error(cli(home, "index", tmp_path / "new.jsonl", "--index", "kept"), "database or disk is full")
     monkeypatch.undo()
-    with Index.open("kept", home) as index:  # whole batches of 32 committed before the disk filled
+    with Index.open("kept", home) as index:  # whole batches committed before the disk filled, each document whole
         assert all(problem.startswith("vectors.faiss") for problem in index.check())
-        assert (len(index) - 3) % 32 == 0 or len(index) == 203 < 203 and len(index) % 32 == 3
+        assert 3 <= len(index) < 203

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file, save_file
 
-from searcher import Hit, Index, Record, list_indexes, load_settings
+from searcher import Hit, Index, Passage, Record, list_indexes, load_settings
 from searcher.errors import ConfigError, EmptyQueryError, IndexExistsError, IndexNotFoundError, ModelMismatchError
 from searcher.paths import VECTORS_FILE
 from searcher.vectors import VectorIndex
@@ -26,7 +26,9 @@ def test_a_document_finds_itself_first(faq_index):
         best = faq_index.search(record.text, k=1)[0]
         assert best.id == record.id
         assert best.score == pytest.approx(1.0, abs=1e-5)
-        assert best == Hit(record.id, best.score, record.text, record.fields)
+        assert best == Hit(
+            record.id, best.score, record.text, record.fields, passage=Passage(0, len(record.text), record.text)
+        )
 
 
 def test_scores_are_cosine_similarities_in_descending_order(faq_index, tiny_embedder):
@@ -83,9 +85,10 @@ def test_empty_texts_are_skipped_and_counted(tiny_embedder, tmp_path):
     assert len(index) == 1
 
 
-def test_long_documents_are_reported_as_truncated(faq_index):
+def test_long_documents_are_split_into_passages_not_cut(faq_index):
     report = faq_index.add([Record("long", "word " * 500)])
-    assert (report.truncated, report.max_length) == (1, 128)
+    assert (report.truncated, report.split, report.max_length) == (0, 1, 128)
+    assert report.passages > 1
 
 
 def test_missing_vector_file_is_rebuilt_in_memory_and_saved_only_by_repair(faq_index, caplog):

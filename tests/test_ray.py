@@ -26,7 +26,7 @@ TOPICS = ["billing", "sync", "export", "sharing"]
 RECORDS = [
     Record(
         f"d{i}",
-        f"note {i} about {TOPICS[i % 4]} " + "word " * (i % 40),
+        f"note {i} about {TOPICS[i % 4]} " + "word " * (i % 40) + ("A longer part. " * 90 if i % 50 == 0 else ""),
         {"n": i},
         (f"another wording of note {i}",) if i % 7 == 0 else (),
     )
@@ -76,7 +76,7 @@ def stored(index, document_id):
 
 
 def vectors_by_document(index):
-    return {(document_id, phrasing): vector for document_id, phrasing, vector in index.stored_vectors()}
+    return {(document_id, owner.phrasing, owner.span): vector for document_id, owner, vector in index.stored_vectors()}
 
 
 def test_ray_and_local_paths_store_the_same_documents_and_vectors_and_answer_alike(tmp_path, tiny_model):
@@ -89,7 +89,9 @@ def test_ray_and_local_paths_store_the_same_documents_and_vectors_and_answer_ali
             local_report.truncated,
         ) == (150, 0)
         expected, got = vectors_by_document(local), vectors_by_document(distributed)
-        assert got.keys() == expected.keys() and len(got) == 150 + 22
+        assert (ray_report.split, ray_report.passages) == (local_report.split, local_report.passages)
+        assert ray_report.split == 3 and ray_report.passages > 150
+        assert got.keys() == expected.keys() and len(got) == ray_report.passages + 22
         assert max(float(np.abs(got[key] - expected[key]).max()) for key in got) < 1e-4
         assert distributed.check() == [] and not list((distributed.path / STAGING_DIR).iterdir())
         assert stored(distributed, "d14") == stored(local, "d14")

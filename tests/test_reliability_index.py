@@ -95,7 +95,7 @@ def test_row1_a_documents_wordings_are_embedded_within_the_batch_budgets(tiny_em
     try:
         batches = list(
             tiny_embedder.embed_documents(
-                [("a short text", ()), ("the question", phrasings)], batch_size=16, batch_tokens=256
+                [("a short text", "", ()), ("the question", "", phrasings)], batch_size=16, batch_tokens=256
             )
         )
     finally:
@@ -222,7 +222,10 @@ def test_row5_a_vector_of_the_wrong_size_is_listed_and_embedded_again(stored):
         stored,
         "UPDATE vectors SET vector = x'0011223344' WHERE document = (SELECT rowid FROM documents WHERE id = 'd5')",
     )
-    assert_problems(cli("check", stored), "1 vectors are damaged (the wrong size, or not of unit length), e.g. of 'd5'")
+    assert_problems(
+        cli("check", stored),
+        "1 vectors are damaged (the wrong size, not of unit length, or of a passage outside its text), e.g. of 'd5'",
+    )
     (stored / VECTORS_FILE).unlink()
     assert_warned_then_failed(cli("query", "topic 3", "--index", stored), "a stored vector is 5 bytes long, not 128")
     repaired = cli("check", stored, "--repair")

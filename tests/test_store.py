@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from searcher.errors import IndexCorruptError
-from searcher.store import DocumentStore, content_hash, keyword_query
+from searcher.store import DocumentStore, StoredRow, StoredState, VectorOwner, content_hash, keyword_query
 
 
 @pytest.fixture
@@ -24,7 +24,7 @@ def written(store, method, *arguments, **keywords):
 
 def docs(*rows):
     """(id, text, fields) rows as upsert_documents takes them, with their content hash."""
-    return [(doc_id, text, fields, content_hash(text)) for doc_id, text, fields in rows]
+    return [StoredRow(doc_id, text, fields, content_hash(text)) for doc_id, text, fields in rows]
 
 
 def test_upsert_assigns_rowids(store):
@@ -35,17 +35,20 @@ def test_upsert_assigns_rowids(store):
     assert documents[rowids[1]].fields == {"lang": "el"}
     assert store.manifest()["documents"] == 2
     assert store.stored(["a", "b", "zz"]) == {
-        "a": (content_hash("alpha"), "{}", 0),
-        "b": (content_hash("beta"), '{"lang": "el"}', 0),
+        "a": StoredState(content_hash("alpha"), "{}", 0, 0),
+        "b": StoredState(content_hash("beta"), '{"lang": "el"}', 0, 0),
     }
 
 
 def test_replacing_a_document_keeps_its_rowid_and_drops_vectors_to_reembed(store):
     (first,), _ = written(store, store.upsert_documents, docs(("a", "alpha", {})))
     old = written(
-        store, store.add_vectors, [(first, None), (first, "another wording")], vectors([1, 0, 0, 0], [0, 1, 0, 0])
+        store,
+        store.add_vectors,
+        [VectorOwner(first, None, (0, 5)), VectorOwner(first, "another wording")],
+        vectors([1, 0, 0, 0], [0, 1, 0, 0]),
     )
-    assert store.stored(["a"])["a"][2] == 2
+    assert (store.stored(["a"])["a"].passages, store.stored(["a"])["a"].phrasings) == (1, 1)
     (again,), dropped = written(store, store.upsert_documents, docs(("a", "alpha two", {"v": 2})), reembed={"a"})
     assert (again, sorted(dropped)) == (first, sorted(old))
     assert store.count() == 1 and len(store.vector_ids()) == 0
@@ -54,14 +57,16 @@ def test_replacing_a_document_keeps_its_rowid_and_drops_vectors_to_reembed(store
 
 def test_fields_only_update_keeps_vectors(store):
     (first,), _ = written(store, store.upsert_documents, docs(("a", "alpha", {})))
-    written(store, store.add_vectors, [(first, None)], vectors([1, 0, 0, 0]))
+    written(store, store.add_vectors, [VectorOwner(first)], vectors([1, 0, 0, 0]))
     _, dropped = written(store, store.upsert_documents, docs(("a", "alpha", {"v": 2})))
     assert dropped == [] and len(store.vector_ids()) == 1
 
 
 def test_delete_removes_documents_vectors_and_keywords(store):
     rowids, _ = written(store, store.upsert_documents, docs(("a", "alpha words", {}), ("b", "beta words", {})))
-    ids = written(store, store.add_vectors, [(rowids[0], None), (rowids[1], None)], vectors([1, 0, 0, 0], [0, 1, 0, 0]))
+    ids = written(
+        store, store.add_vectors, [VectorOwner(rowids[0]), VectorOwner(rowids[1])], vectors([1, 0, 0, 0], [0, 1, 0, 0])
+    )
     deleted, dropped = written(store, store.delete_documents, ["a", "missing"])
     assert (deleted, dropped) == (["a"], [ids[0]])
     assert store.count() == 1 and list(store.vector_ids()) == [ids[1]]
@@ -72,7 +77,7 @@ def test_delete_removes_documents_vectors_and_keywords(store):
 def test_every_write_raises_the_generation(store):
     start = store.generation()
     (rowid,), _ = written(store, store.upsert_documents, docs(("a", "alpha", {})))
-    written(store, store.add_vectors, [(rowid, None)], vectors([1, 0, 0, 0]))
+    written(store, store.add_vectors, [VectorOwner(rowid)], vectors([1, 0, 0, 0]))
     written(store, store.delete_documents, ["a"])
     assert store.generation() == start + 3
 
@@ -86,7 +91,7 @@ def test_large_id_lists_are_chunked(store):
 def test_vectors_round_trip_with_their_owners(store):
     rowids, _ = written(store, store.upsert_documents, docs(("a", "alpha", {}), ("b", "beta", {})))
     given = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
-    owners = [(rowids[0], None), (rowids[1], None), (rowids[1], "B?")]
+    owners = [VectorOwner(rowids[0], None, (0, 5)), VectorOwner(rowids[1], None, (0, 4)), VectorOwner(rowids[1], "B?")]
     ids = written(store, store.add_vectors, owners, given)
     stored_ids, stored = store.vectors(4)
     np.testing.assert_array_equal(stored_ids, ids)

@@ -20,7 +20,7 @@ def test_documents_are_embedded_group_by_group_with_positions_counted_from_the_s
     def source():
         for i, text in enumerate(texts):
             consumed.append(i)
-            yield text, ()
+            yield text, "", ()
 
     batches = tiny_embedder.embed_documents(source(), batch_size=2)
     first = next(batches)
