@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import tempfile
 import time
@@ -40,7 +41,7 @@ from .index import Index, describe_index
 from .inspect import ContextReport, PairCosine, inspector
 from .paths import drop_index, index_path, list_indexes
 from .plots import plot_context, plot_histogram
-from .search import search_response
+from .search import Hit, Passage, search_response
 from .sources import read_records
 from .tune import GATE_METRICS, Hyperparameters, TrainingStep, TuneReport, tune
 from .writes import AddReport
@@ -113,6 +114,16 @@ LayerOption = Annotated[
 ]
 PoolingOption = Annotated[str | None, typer.Option(help="auto, mean, max or cls.")]
 MaxLengthOption = Annotated[int | None, typer.Option(help="Token limit (default: the model's).")]
+ChunkOption = Annotated[
+    str | None,
+    typer.Option(
+        help="A text longer than the model reads: auto (split into passages of the model's limit), none (cut it), "
+        "or passages of this many tokens."
+    ),
+]
+ChunkOverlapOption = Annotated[
+    int | None, typer.Option("--chunk-overlap", help="Tokens neighbouring passages share (default 64).")
+]
 DeviceOption = Annotated[str | None, typer.Option(help="auto, cpu, cuda or mps.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 LockTimeoutOption = Annotated[
@@ -157,6 +168,8 @@ def index(
     batch_size: BatchSizeOption = None,
     batch_tokens: BatchTokensOption = None,
     max_length: MaxLengthOption = None,
+    chunk: ChunkOption = None,
+    chunk_overlap: ChunkOverlapOption = None,
     device: DeviceOption = None,
     precision: PrecisionOption = None,
     index_type: Annotated[
@@ -198,6 +211,8 @@ def index(
         batch_size=batch_size,
         batch_tokens=batch_tokens,
         max_length=max_length,
+        chunk=chunk,
+        chunk_overlap=chunk_overlap,
         device=device,
         precision=precision,
         index_type=index_type,
@@ -359,8 +374,10 @@ def _summary(report: AddReport, name: str) -> str:
         f"Indexed {report.documents:,} documents into {name} in {report.seconds:.1f} s ({rate:,.1f} docs/s): "
         f"{report.added:,} new, {report.updated:,} updated, {report.unchanged:,} unchanged"
     ]
+    if report.split:
+        parts.append(f"{report.split:,} long texts split into passages ({report.passages:,} vectors of text in all)")
     if report.truncated:
-        parts.append(f"{report.truncated:,} longer than {report.max_length} tokens were truncated")
+        parts.append(f"{report.truncated:,} texts longer than {report.max_length} tokens were truncated")
     if report.skipped_empty:
         parts.append(f"{report.skipped_empty:,} empty skipped")
     if report.duplicates:
@@ -397,10 +414,10 @@ def query(
         _print_json(search_response(name, text, mode, threshold, hits), strict=True)
         return
     faq = any(hit.answer is not None for hit in hits)
-    columns = ("matched question", "answer") if faq else ("text",)
+    columns = ("matched question", "answer") if faq else ("passage",)
     table = Table("rank", "score", "id", *columns, title=text, title_justify="left")
     for rank, hit in enumerate(hits, start=1):
-        cells = (hit.question or "", _snippet(hit.answer or "")) if faq else (_snippet(hit.text),)
+        cells = (hit.question or "", _snippet(hit.answer or "")) if faq else (_passage(hit),)
         table.add_row(str(rank), f"{hit.score:.3f}", hit.id, *cells, style="dim" if hit.below_threshold else None)
     console.print(table)
     if not hits:
@@ -419,6 +436,26 @@ def _json_filter(text: str) -> Any:
 def _snippet(text: str, width: int = 120) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def _passage(hit: Hit, width: int = 300) -> Text:
+    """About WIDTH characters of the hit's passage, from a little before the first word a keyword query matched
+    there, those words in bold; "…" where text is left out."""
+    passage = hit.passage or Passage(0, len(hit.text), hit.text)
+    first = passage.highlights[0][0] - passage.start if passage.highlights else 0
+    start = max(0, min(first - width // 3, len(passage.text) - width))
+    end = min(len(passage.text), start + width)
+    pieces: list[tuple[str, str]] = [("…" if start or passage.start else "", "")]
+    position = start
+    for low, high in ((a - passage.start, b - passage.start) for a, b in passage.highlights):
+        if position <= low and high <= end:
+            pieces += [(passage.text[position:low], ""), (passage.text[low:high], "bold yellow")]
+            position = high
+    pieces += [
+        (passage.text[position:end], ""),
+        ("…" if end < len(passage.text) or passage.end < len(hit.text) else "", ""),
+    ]
+    return Text.assemble(*((re.sub(r"\s+", " ", piece), style) for piece, style in pieces))
 
 
 @app.command()
@@ -777,6 +814,14 @@ def eval_command(
     layer: Annotated[str, typer.Option(help="auto or integers, comma-separated to compare several.")] = "auto",
     pooling: Annotated[str, typer.Option(help="auto, mean, max, cls; comma-separated to compare several.")] = "auto",
     mode: Annotated[str, typer.Option(help="Search modes to score, comma-separated.")] = "dense",
+    chunk: Annotated[
+        str,
+        typer.Option(help="auto, none or passage tokens (see `index --chunk`); comma-separated to compare several."),
+    ] = "auto",
+    chunk_overlap: Annotated[
+        str | None,
+        typer.Option("--chunk-overlap", help="Tokens neighbouring passages share; comma-separated to compare several."),
+    ] = None,
     max_length: MaxLengthOption = None,
     batch_size: BatchSizeOption = None,
     batch_tokens: BatchTokensOption = None,
@@ -795,7 +840,8 @@ def eval_command(
         device=device,
         precision=precision,
     )
-    configs = sweep(_split_list(layer), _split_list(pooling), base)
+    overlaps = [_overlap(value) for value in _split_list(chunk_overlap)] if chunk_overlap else [None]
+    configs = sweep(_split_list(layer), _split_list(pooling), base, _split_list(chunk), overlaps)
     results = evaluate(data, configs, _split_list(mode), progress=lambda step: say(f"Evaluating {step}…", errors))
     report = results[0] if len(results) == 1 else results
     if out:
@@ -922,12 +968,11 @@ def _split_list(value: str) -> list[str]:
 def _results_table(results: list[dict[str, Any]], title: str) -> None:
     """Configurations side by side, the best value of each metric in bold with a star."""
     metrics = STS_METRICS if "spearman" in results[0] else RETRIEVAL_METRICS
-    labels = [
-        " ".join(str(value) for key, value in r["config"].items() if key in ("layer", "pooling", "mode"))
-        for r in results
-    ]
-    table = Table("metric", *(f"layer {label}" for label in labels), title=title, title_justify="left")
-    for metric in metrics:
+    labels = [_config_label(r["config"]) for r in results]
+    table = Table("metric", *labels, title=title, title_justify="left")
+    for metric in (*metrics, "passage_accuracy"):
+        if not all(metric in r for r in results):
+            continue
         best = max(r[metric] for r in results)
         cells = [
             f"[bold]{r[metric]:.4f} ★[/bold]" if len(results) > 1 and r[metric] == best else f"{r[metric]:.4f}"
@@ -936,11 +981,29 @@ def _results_table(results: list[dict[str, Any]], title: str) -> None:
         table.add_row(metric, *cells)
     for key in results[0]["seconds"]:
         table.add_row(f"{key} s", *(f"{r['seconds'][key]:.1f}" for r in results))
+    if "vectors" in results[0]:
+        table.add_row("vectors per doc", *(f"{r['vectors'] / max(r['docs'], 1):.2f}" for r in results))
+        table.add_row("index MB", *(f"{r['index_bytes'] / 1e6:.1f}" for r in results))
     console.print(table)
     if "queries" in results[0]:
         say(f"{results[0]['queries']:,} judged queries, {results[0]['docs']:,} documents")
     else:
         say(f"{results[0]['pairs']:,} sentence pairs")
+
+
+def _config_label(config: dict[str, Any]) -> str:
+    """What a result's configuration is, in a few words: layer, pooling, passages (retrieval), search mode."""
+    label = f"layer {config['layer']} {config['pooling']}"
+    if "mode" in config:
+        passages = f"chunk {config['chunk']}/{config['chunk_overlap']}" if config["chunk"] else "chunk none"
+        label += f" {passages} {config['mode']}"
+    return label
+
+
+def _overlap(value: str) -> int:
+    if not value.strip().isdigit():
+        raise ConfigError(f"invalid chunk overlap {value!r}: give a number of tokens")
+    return int(value)
 
 
 def _print_json(value: Any, strict: bool = False) -> None:

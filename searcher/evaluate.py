@@ -13,7 +13,7 @@ import math
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from .config import Settings
 from .errors import CalibrationError, ConfigError, SourceError
 from .index import Index
 from .manifest import EmbeddingSpec
-from .search import SEARCH_MODES
+from .search import SEARCH_MODES, Hit
 from .sources import read_records
 
 RETRIEVAL_DEPTH = 100  # enough for recall@100; nDCG/MRR/top-1 look at the first 10
@@ -39,6 +39,7 @@ class BeirDataset:
     path: Path
     queries: dict[str, str]
     qrels: dict[str, dict[str, int]]
+    query_metadata: dict[str, dict[str, Any]] = field(default_factory=dict)  # of the queries that have any
 
 
 @dataclass(frozen=True)
@@ -69,14 +70,16 @@ def load_beir(path: Path, split: str) -> BeirDataset:
             grade = int(row["score"])
             if grade > 0:
                 qrels.setdefault(row["query-id"], {})[row["corpus-id"]] = grade
-    queries = {}
+    queries, metadata = {}, {}
     with (path / "queries.jsonl").open(encoding="utf-8") as handle:
         for line in handle:
             query = json.loads(line)
             if query["_id"] in qrels:
                 queries[query["_id"]] = query["text"]
+                if isinstance(query.get("metadata"), dict):
+                    metadata[query["_id"]] = query["metadata"]
     # Unjudged queries are skipped, and so are judgments of queries the queries file lacks.
-    return BeirDataset(path.name, path, queries, {qid: qrels[qid] for qid in queries})
+    return BeirDataset(path.name, path, queries, {qid: qrels[qid] for qid in queries}, metadata)
 
 
 def load_sts(path: Path) -> list[tuple[str, str, float]]:
@@ -110,9 +113,46 @@ def retrieval_metrics(rankings: dict[str, list[str]], qrels: dict[str, dict[str,
     return {name: value / max(len(qrels), 1) for name, value in totals.items()}
 
 
-def sweep(layers: Sequence[int | str], poolings: Sequence[str], base: Settings) -> list[Settings]:
-    """One Settings per (layer, pooling) combination."""
-    return [base.replace(layer=layer, pooling=pooling) for layer, pooling in itertools.product(layers, poolings)]
+def passage_accuracy(dataset: BeirDataset, best: dict[str, Hit]) -> float | None:
+    """The share of top-1 hits on a relevant document whose passage overlaps the span that answers the query;
+    None if the corpus has no such spans.
+
+    A span is named in a document's `metadata` (an object of name: [start, end) objects, such as
+    stackfaq-pages' "threads") and the query's metadata names it (its "thread").
+    """
+    judged = correct = 0
+    for query_id, hit in best.items():
+        if hit.id not in dataset.qrels[query_id] or hit.passage is None:
+            continue
+        # JSON object keys are strings: a query may name its span by a number ("thread": 0).
+        names = {
+            str(value) for value in dataset.query_metadata.get(query_id, {}).values() if isinstance(value, str | int)
+        }
+        spans = [
+            span
+            for group in dict(hit.fields.get("metadata") or {}).values()
+            if isinstance(group, dict)
+            for name, span in group.items()
+            if name in names
+        ]
+        if spans:
+            judged += 1
+            correct += any(hit.passage.start < end and start < hit.passage.end for start, end in spans)
+    return correct / judged if judged else None
+
+
+def sweep(
+    layers: Sequence[int | str],
+    poolings: Sequence[str],
+    base: Settings,
+    chunks: Sequence[int | str] = ("auto",),
+    overlaps: Sequence[int | None] = (None,),
+) -> list[Settings]:
+    """One Settings per (layer, pooling, chunk, chunk overlap) combination."""
+    return [
+        base.replace(layer=layer, pooling=pooling, chunk=chunk, chunk_overlap=overlap)
+        for layer, pooling, chunk, overlap in itertools.product(layers, poolings, chunks, overlaps)
+    ]
 
 
 def evaluate(
@@ -128,7 +168,9 @@ def evaluate(
     results = []
     for settings in configs:
         if progress:
-            progress(f"{dataset.name}: layer {settings.embedding.layer}, pooling {settings.embedding.pooling}")
+            embedding = settings.embedding
+            chunk = embedding.chunk or "none"
+            progress(f"{dataset.name}: layer {embedding.layer}, pooling {embedding.pooling}, chunk {chunk}")
         if isinstance(dataset, StsDataset):
             results.append(evaluate_sts(dataset, settings))
         else:
@@ -153,14 +195,20 @@ def evaluate_retrieval(dataset: BeirDataset, settings: Settings, modes: Sequence
                 query_id: [hit.id for hit in found] for query_id, found in zip(dataset.queries, hits, strict=True)
             }
             searched = time.perf_counter() - started_queries
+            best = {query_id: found[0] for query_id, found in zip(dataset.queries, hits, strict=True) if found}
+            accuracy = passage_accuracy(dataset, best)
             results.append(
                 {
                     "dataset": dataset.name,
                     "config": _config(index.manifest.spec) | {"mode": mode},
                     **retrieval_metrics(rankings, dataset.qrels),
+                    **({"passage_accuracy": accuracy} if accuracy is not None else {}),
                     "queries": len(dataset.queries),
                     "docs": len(index),
+                    "vectors": index.vector_count,
+                    "split": report.split,
                     "truncated": report.truncated,
+                    "index_bytes": index.info()["size_bytes"],
                     "seconds": {"index": round(indexed - started, 2), "queries": round(searched, 2)},
                 }
             )

@@ -151,4 +151,4 @@ def test_eval_command_table_marks_the_best(tmp_path, tiny_model):
         app, ["eval", str(write_beir(tmp_path / "faq")), "--model", str(tiny_model), "--mode", "dense,keyword"]
     )
     assert result.exit_code == 0, result.output
-    assert "layer -2 mean dense" in result.stdout and "★" in result.stdout
+    assert "layer -2 mean chunk" in result.stdout and "dense" in result.stdout and "★" in result.stdout
