@@ -55,7 +55,7 @@ WARMUP_FRACTION = 0.1
 # documents: memory stays bounded whatever the corpus, and batches within such a group are as well packed
 # as in a sort of the whole corpus.
 STREAM_DOCUMENTS = 4096
-# Tokens neighbouring passages share, unless told otherwise; at most a quarter of a shorter window.
+# Tokens neighbouring passages share, unless told otherwise; at most a third of a shorter window.
 # Chosen on SciFact's train split (benchmarks/passages.py).
 CHUNK_OVERLAP = 64
 MIN_CHUNK = 16  # tokens in a window, at least: shorter ones hold too little to be found by
@@ -336,7 +336,7 @@ class Embedder:
         chunk = int(chunk)
         if not chunk:
             return 0, 0
-        overlap = min(CHUNK_OVERLAP, chunk // 4) if overlap is None else overlap
+        overlap = min(CHUNK_OVERLAP, chunk // 3) if overlap is None else overlap
         if overlap > chunk // 2:
             raise ConfigError(f"chunk_overlap {overlap} is more than half of a {chunk}-token passage")
         return chunk, overlap
