@@ -438,23 +438,15 @@ def _snippet(text: str, width: int = 120) -> str:
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
-def _passage(hit: Hit, width: int = 300) -> Text:
-    """About WIDTH characters of the hit's passage, from a little before the first word a keyword query matched
-    there, those words in bold; "…" where text is left out."""
+def _passage(hit: Hit) -> Text:
+    """The hit's passage on one line, the words a keyword query matched in bold; "…" where the text goes on."""
     passage = hit.passage or Passage(0, len(hit.text), hit.text)
-    first = passage.highlights[0][0] - passage.start if passage.highlights else 0
-    start = max(0, min(first - width // 3, len(passage.text) - width))
-    end = min(len(passage.text), start + width)
-    pieces: list[tuple[str, str]] = [("…" if start or passage.start else "", "")]
-    position = start
+    pieces: list[tuple[str, str]] = [("…" if passage.start else "", "")]
+    position = 0
     for low, high in ((a - passage.start, b - passage.start) for a, b in passage.highlights):
-        if position <= low and high <= end:
-            pieces += [(passage.text[position:low], ""), (passage.text[low:high], "bold yellow")]
-            position = high
-    pieces += [
-        (passage.text[position:end], ""),
-        ("…" if end < len(passage.text) or passage.end < len(hit.text) else "", ""),
-    ]
+        pieces += [(passage.text[position:low], ""), (passage.text[low:high], "bold yellow")]
+        position = high
+    pieces += [(passage.text[position:], ""), ("…" if passage.end < len(hit.text) else "", "")]
     return Text.assemble(*((re.sub(r"\s+", " ", piece), style) for piece, style in pieces))
 
 
