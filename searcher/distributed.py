@@ -253,7 +253,9 @@ def _read_shards(row: dict[str, Any], read: ReadOptions, stored: Any, shard_docu
     documents, received, empty = latest_documents(_file_records(row["path"], read.source_format, on_error))
     keys = np.array(
         [
-            document_key(d.id, content_hash(d.text, d.phrasings), fields_json(d.fields), len(d.phrasings))
+            document_key(
+                d.id, content_hash(d.text, d.phrasings), fields_json(d.fields), len(d.phrasings), len(d.heading)
+            )
             for d in documents
         ],
         dtype=np.int64,

@@ -294,7 +294,7 @@ class Index:
             )
 
     def _writer(self) -> Writer:
-        return Writer(self._store, self._vectors)
+        return Writer(self._store, self._vectors, headed_passages=self.manifest.spec.chunk > 0)
 
     def stored_keys(self) -> np.ndarray:
         """Sorted `document_key`s of the stored documents: a record whose key is here is stored unchanged."""
@@ -431,6 +431,7 @@ class Index:
                     f"{salvage.counted - salvage.kept:,}",
                     f"{salvage.counted:,}",
                 )
+        self._store.upgrade()  # vectors embedded again have spans
         rewritten, emptied = self._store.repair()
         if rewritten:
             log.warning(

@@ -114,6 +114,7 @@ class StoredState:
 
     content: str  # hash
     fields: str  # JSON
+    heading: int  # characters of heading the text starts with
     passages: int  # vectors of its text
     phrasings: int  # vectors of its alternative phrasings
 
@@ -133,9 +134,10 @@ def content_hash(text: str, phrasings: Sequence[str] = ()) -> str:
     return hashlib.sha256("\x1f".join([text, *phrasings]).encode("utf-8")).hexdigest()
 
 
-def document_key(document_id: str, content: str, fields: str, phrasings: int) -> int:
-    """64 bits naming a document's exact stored state: id, content hash, fields JSON and number of phrasings."""
-    state = "\x1f".join([document_id, content, fields, str(phrasings)]).encode("utf-8")
+def document_key(document_id: str, content: str, fields: str, phrasings: int, heading: int) -> int:
+    """64 bits naming a document's exact stored state: id, content hash, fields JSON, number of phrasings and
+    length of heading."""
+    state = "\x1f".join([document_id, content, fields, str(phrasings), str(heading)]).encode("utf-8")
     return int.from_bytes(hashlib.blake2b(state, digest_size=8).digest(), "little", signed=True)
 
 
@@ -276,16 +278,16 @@ class DocumentStore:
     def stored(self, ids: Sequence[str]) -> dict[str, StoredState]:
         """What is stored of each of the given ids that is."""
         rows = self._select_in(
-            f"SELECT id, hash, fields, {VECTOR_COUNTS} FROM documents WHERE id IN ({{}})",
+            f"SELECT id, hash, fields, {self._heading}, {VECTOR_COUNTS} FROM documents WHERE id IN ({{}})",
             ids,
         )
         return {row[0]: StoredState(*row[1:]) for row in rows}
 
     def document_keys(self) -> np.ndarray:
         """`document_key` of every stored document that has its text's vectors, sorted (int64)."""
-        rows = self.db.execute(f"SELECT id, hash, fields, {VECTOR_COUNTS} FROM documents")
-        # row[3] and row[4]: how many vectors of passages and of phrasings
-        keys = (document_key(row[0], row[1], row[2], row[4]) for row in rows if row[3])
+        rows = self.db.execute(f"SELECT id, hash, fields, {self._heading}, {VECTOR_COUNTS} FROM documents")
+        # row[4] and row[5]: how many vectors of passages and of phrasings
+        keys = (document_key(row[0], row[1], row[2], row[5], row[3]) for row in rows if row[4])
         return np.sort(np.fromiter(keys, dtype=np.int64))
 
     def upsert_documents(

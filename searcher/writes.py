@@ -134,8 +134,12 @@ def latest_documents(records: Iterable[Record]) -> tuple[list[Record], int, int]
     return documents, received, len(latest) - len(documents)
 
 
-def plan(store: DocumentStore, documents: list[Record]) -> AddPlan:
-    """Sort records into new, changed (to embed again), fields-only updates and unchanged ones."""
+def plan(store: DocumentStore, documents: list[Record], headed_passages: bool) -> AddPlan:
+    """Sort records into new, changed (to embed again), fields-only updates and unchanged ones.
+
+    HEADED_PASSAGES: whether the index puts a text's heading before each of its passages, so that a new
+    heading means new vectors; else it is stored as a fields-only change.
+    """
     stored = store.stored([record.id for record in documents])
     result = AddPlan()
     for record in documents:
@@ -146,9 +150,10 @@ def plan(store: DocumentStore, documents: list[Record]) -> AddPlan:
             before.content != content_hash(record.text, record.phrasings)
             or not before.passages
             or before.phrasings != len(record.phrasings)
+            or (headed_passages and before.heading != len(record.heading))
         ):
             result.changed.append(record)  # vectors missing: an interrupted earlier run, or a repair that lost some
-        elif before.fields != fields_json(record.fields):
+        elif before.fields != fields_json(record.fields) or before.heading != len(record.heading):
             result.fields_only.append(record)
         else:
             result.unchanged.append(record)
@@ -158,9 +163,10 @@ def plan(store: DocumentStore, documents: list[Record]) -> AddPlan:
 class Writer:
     """Stores chunks of records and their vectors into one index's store and vector structure."""
 
-    def __init__(self, store: DocumentStore, vectors: VectorFile) -> None:
+    def __init__(self, store: DocumentStore, vectors: VectorFile, headed_passages: bool) -> None:
         self._store = store
         self._vectors = vectors
+        self._headed_passages = headed_passages  # see `plan`
 
     def write(
         self,
@@ -181,7 +187,7 @@ class Writer:
             for record in records:
                 check_record(record)
             documents, received, empty = latest_documents(records)
-            chunk_plan = plan(self._store, documents)
+            chunk_plan = plan(self._store, documents, self._headed_passages)
             for key, count in chunk_plan.counts(received, empty, seen).items():
                 totals[key] += count
             seen.update(record.id for record in documents)

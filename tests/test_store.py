@@ -35,8 +35,8 @@ def test_upsert_assigns_rowids(store):
     assert documents[rowids[1]].fields == {"lang": "el"}
     assert store.manifest()["documents"] == 2
     assert store.stored(["a", "b", "zz"]) == {
-        "a": StoredState(content_hash("alpha"), "{}", 0, 0),
-        "b": StoredState(content_hash("beta"), '{"lang": "el"}', 0, 0),
+        "a": StoredState(content_hash("alpha"), "{}", 0, 0, 0),
+        "b": StoredState(content_hash("beta"), '{"lang": "el"}', 0, 0, 0),
     }
 
 
