@@ -426,11 +426,11 @@ def test_chunk_settings_are_recorded_and_other_ones_refused(tiny_model, tiny_emb
     index = Index.create(tmp_path / "recorded", embedder=tiny_embedder)
     index.add(SHORTS)
     manifest = index.manifest
-    assert (manifest.spec.chunk, manifest.spec.chunk_overlap) == (tiny_embedder.text_limit, 42)
-    assert (manifest.raw["chunk"], manifest.raw["chunk_overlap"]) == (126, 42)
+    assert (manifest.spec.chunk, manifest.spec.chunk_overlap) == (tiny_embedder.text_limit, 63)
+    assert (manifest.raw["chunk"], manifest.raw["chunk_overlap"]) == (126, 63)
     index.close()
     model = str(tiny_model)
-    for same in ({}, {"chunk": "auto"}, {"chunk": 126}, {"chunk_overlap": 42}):
+    for same in ({}, {"chunk": "auto"}, {"chunk": 126}, {"chunk_overlap": 63}):
         Index.open_or_create(tmp_path / "recorded", Settings.of(model=model, **same)).close()
     for other, name in (
         ({"chunk": 64}, "chunk"),
@@ -454,7 +454,10 @@ def test_impossible_chunk_settings_are_refused_naming_the_problem(tiny_model):
     with pytest.raises(ConfigError, match="chunk_overlap 17 is more than half of a 32-token passage"):
         embedder(chunk=32, chunk_overlap=17)
     assert (embedder(chunk=16).chunk, embedder(chunk=32, chunk_overlap=16).chunk_overlap) == (16, 16)
-    assert (embedder(chunk=48).chunk_overlap, embedder(max_length=64).chunk) == (16, 62)  # defaults
+    assert (embedder(chunk=48).chunk_overlap, embedder(max_length=64).chunk) == (
+        24,
+        62,
+    )  # defaults: min(96, chunk // 2)
     with pytest.raises(ConfigError, match="invalid chunk 'some'"):
         EmbeddingSettings(chunk="some")
     with pytest.raises(ConfigError, match="chunk_overlap must be a number of tokens"):
