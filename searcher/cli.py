@@ -122,7 +122,8 @@ ChunkOption = Annotated[
     ),
 ]
 ChunkOverlapOption = Annotated[
-    int | None, typer.Option("--chunk-overlap", help="Tokens neighbouring passages share (default 96, at most half a passage).")
+    int | None,
+    typer.Option("--chunk-overlap", help="Tokens neighbouring passages share (default 96, at most half a passage)."),
 ]
 DeviceOption = Annotated[str | None, typer.Option(help="auto, cpu, cuda or mps.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
