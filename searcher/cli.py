@@ -39,6 +39,7 @@ from .errors import ConfigError, IndexCorruptError, InvalidFilterError, OutputEr
 from .evaluate import RETRIEVAL_METRICS, STS_METRICS, BeirDataset, calibrate, evaluate, load_dataset, sweep
 from .index import Index, describe_index
 from .inspect import ContextReport, PairCosine, inspector
+from .passages import MAX_PASSAGES
 from .paths import drop_index, index_path, list_indexes
 from .plots import plot_context, plot_histogram
 from .search import Hit, Passage, search_response
@@ -378,7 +379,9 @@ def _summary(report: AddReport, name: str) -> str:
     if report.split:
         parts.append(f"{report.split:,} long texts split into passages ({report.passages:,} vectors of text in all)")
     if report.truncated:
-        parts.append(f"{report.truncated:,} texts longer than {report.max_length} tokens were truncated")
+        parts.append(
+            f"{report.truncated:,} truncated (a text cut to {report.max_length} tokens, or past {MAX_PASSAGES:,} passages)"
+        )
     if report.skipped_empty:
         parts.append(f"{report.skipped_empty:,} empty skipped")
     if report.duplicates:

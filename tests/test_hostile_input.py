@@ -89,7 +89,7 @@ def test_a_5_mb_document_is_truncated_with_a_count(home, tmp_path, tiny_model):
     (tmp_path / "huge.jsonl").write_text(json.dumps({"id": "huge", "text": "word " * 1_000_000}) + "\n")
     result = cli(home, "index", tmp_path / "huge.jsonl", "--index", "big", "--model", tiny_model)
     assert result.exit_code == 0, result.output
-    assert "1 longer than 128 tokens were truncated" in result.stdout
+    assert "1 truncated (a text cut to 128 tokens, or past 1,000 passages)" in result.stdout
 
 
 def test_a_directory_that_is_not_an_index(home):
