@@ -379,9 +379,8 @@ def _summary(report: AddReport, name: str) -> str:
     if report.split:
         parts.append(f"{report.split:,} long texts split into passages ({report.passages:,} vectors of text in all)")
     if report.truncated:
-        parts.append(
-            f"{report.truncated:,} truncated (a text cut to {report.max_length} tokens, or past {MAX_PASSAGES:,} passages)"
-        )
+        cut = f"a text cut to {report.max_length} tokens, or past {MAX_PASSAGES:,} passages"
+        parts.append(f"{report.truncated:,} truncated ({cut})")
     if report.skipped_empty:
         parts.append(f"{report.skipped_empty:,} empty skipped")
     if report.duplicates:
