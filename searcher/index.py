@@ -39,7 +39,7 @@ from .paths import (
 from .search import KEYWORD_WEIGHT, Hit, Ranker, SearchOptions, check_query
 from .sources import Record
 from .store import FORMAT, DocumentStore, StoredDocument, VectorOwner, document_owners
-from .vectorfile import VectorFile
+from .vectorfile import LiveVectors, VectorFile
 from .vectors import VectorIndex, check_search_params, resolve_type
 from .writes import AddReport, Embedded, Writer, chunked
 
@@ -191,7 +191,7 @@ class Index:
         return self._store.owned_vectors(self.manifest.dimension)
 
     @property
-    def vectors(self) -> VectorIndex:
+    def vectors(self) -> LiveVectors:
         """The vector structure searches use now (read it, don't change it)."""
         return self._vectors.vectors
 
@@ -307,7 +307,7 @@ class Index:
                 deleted, dropped = self._store.delete_documents(list(dict.fromkeys(ids)))
             self._vectors.apply(dropped)
             if deleted:
-                self._vectors.save()
+                self._vectors.settle()
         return deleted
 
     @contextmanager
@@ -339,7 +339,7 @@ class Index:
             finally:
                 self._writer_depth = 0
 
-    def reindex(self, index_type: str, search_params: dict[str, int] | None = None) -> VectorIndex:
+    def reindex(self, index_type: str, search_params: dict[str, int] | None = None) -> LiveVectors:
         """Rebuild the vector structure as INDEX_TYPE from the stored vectors (nothing is embedded again)."""
         resolve_type(index_type, 0)  # refuse an unknown type before touching anything
         params = check_search_params(search_params or {})

@@ -19,7 +19,7 @@ import numpy as np
 from . import faq
 from .errors import ConfigError, EmptyQueryError, InvalidFilterError
 from .store import DocumentStore, VectorOwner, filter_sql
-from .vectors import VectorIndex
+from .vectorfile import LiveVectors
 
 SEARCH_MODES = ("dense", "keyword", "hybrid")
 HYBRID_DEPTH = 100  # candidates taken from each side before fusion
@@ -169,7 +169,7 @@ def _is_text(value: str) -> bool:
 class Ranker:
     """Ranks the documents of one store for a query, with its vectors in VECTORS."""
 
-    def __init__(self, store: DocumentStore, vectors: VectorIndex) -> None:
+    def __init__(self, store: DocumentStore, vectors: LiveVectors) -> None:
         self._store = store
         self._vectors = vectors
 

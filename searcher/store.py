@@ -24,6 +24,13 @@ import sqlite_utils
 from .errors import IndexCorruptError, IndexVersionError, IndexWriteError, InvalidFilterError
 from .paths import STAGED_DOCS_FILE, sync_directory
 
+# Which vectors each write transaction removed: readers apply a write to their vectors in memory from it and
+# from the vectors added since (rowids only grow), instead of loading a whole new file (see `vectorfile`).
+REMOVALS_TABLE = (
+    "CREATE TABLE IF NOT EXISTS vector_removals (vector INTEGER PRIMARY KEY, generation INTEGER NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS vector_removals_generation ON vector_removals(generation)",
+)
+
 # AUTOINCREMENT: a deleted row's rowid (a FAISS id) is never handed to another row.
 SCHEMA = """
 CREATE TABLE documents (
@@ -44,7 +51,7 @@ CREATE TABLE vectors (
 );
 CREATE INDEX vectors_document ON vectors(document);
 CREATE TABLE manifest (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
+""" + "".join(f"{statement};\n" for statement in REMOVALS_TABLE)
 
 UPSERT = """
 INSERT INTO documents (id, text, fields, hash, heading) VALUES (?, ?, ?, ?, ?)
@@ -106,6 +113,16 @@ def document_owners(rowid: int, spans: Sequence[tuple[int, int]], phrasings: Seq
         *(VectorOwner(rowid, None, span) for span in spans),
         *(VectorOwner(rowid, phrasing) for phrasing in phrasings),
     ]
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What write transactions did to the vectors after some generation, as of GENERATION."""
+
+    generation: int
+    removed: np.ndarray  # vector ids
+    added_ids: np.ndarray
+    added: np.ndarray  # their vectors
 
 
 @dataclass(frozen=True)
@@ -175,6 +192,7 @@ class DocumentStore:
         """How to read spans and headings: from their columns, or as the constants a format-1 file implies."""
         columns = {row[1] for row in self.db.execute("PRAGMA table_info(vectors)")}
         self._has_spans = "span_start" in columns
+        self._logs_removals = "vector_removals" in set(self.db.table_names())
         self._spans = "span_start, span_end" if self._has_spans else "NULL, NULL"
         self._heading = "heading" if self._has_spans else "0"
 
@@ -189,11 +207,13 @@ class DocumentStore:
             for column in columns
             if column.split()[0] not in tables[table]
         ]
-        if not missing:
+        if not missing and self._logs_removals:
             return
         with self._write_errors(), self.db.conn:
             for table, column in missing:
                 self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+            for statement in REMOVALS_TABLE:
+                self.db.execute(statement)
             _write_manifest(self.db.conn, {"format": FORMAT})
         self._read_format()
 
@@ -338,11 +358,54 @@ class DocumentStore:
         return self.manifest_value("generation", 0)
 
     def drop_vectors(self, documents: Sequence[int]) -> list[int]:
-        """Delete every vector of the DOCUMENTS (rowids); returns the ids of those dropped."""
+        """Delete every vector of the DOCUMENTS (rowids), inside the caller's transaction, logged as removed by
+        it; returns the ids of those dropped."""
         dropped = [row[0] for row in self._select_in("SELECT rowid FROM vectors WHERE document IN ({})", documents)]
         for chunk in _chunks(documents):
             self.db.execute(f"DELETE FROM vectors WHERE document IN ({_marks(chunk)})", chunk)
+        if self._logs_removals:
+            generation = self.generation() + 1  # the one this transaction commits (see `transaction`)
+            self.db.conn.executemany(
+                "INSERT OR REPLACE INTO vector_removals (vector, generation) VALUES (?, ?)",
+                [(vector, generation) for vector in dropped],
+            )
         return dropped
+
+    def changes_since(self, generation: int, last_id: int, dimension: int) -> Changes | None:
+        """What writes after GENERATION did to the vectors: the ids they removed and the vectors added with ids
+        past LAST_ID, read in one snapshot. None if the removals are no longer known that far back (pruned
+        by a compaction, or a file written before they were logged)."""
+        outer = not self.db.conn.in_transaction
+        if outer:
+            self.db.execute("BEGIN")  # one snapshot: a writer committing meanwhile is seen whole or not at all
+        try:
+            now = self.generation()
+            if generation == now:
+                return Changes(now, np.empty(0, np.int64), np.empty(0, np.int64), np.empty((0, dimension), np.float32))
+            if not self._logs_removals or generation < self.manifest_value("removals_horizon", 0):
+                return None
+            removed = self.db.execute("SELECT vector FROM vector_removals WHERE generation > ?", (generation,))
+            rows = self.db.execute(
+                "SELECT rowid, vector FROM vectors WHERE rowid > ? ORDER BY rowid", (last_id,)
+            ).fetchall()
+            return Changes(
+                now,
+                np.fromiter((row[0] for row in removed), dtype=np.int64),
+                np.array([row[0] for row in rows], dtype=np.int64),
+                _matrix([row[1] for row in rows], dimension),
+            )
+        finally:
+            if outer:
+                self.db.execute("COMMIT")
+
+    def record_compaction(self, generation: int, previous: int | None) -> None:
+        """Record that the vector file now reflects GENERATION; the removals a reader of the PREVIOUS file
+        (or a newer one) no longer needs are forgotten."""
+        horizon = previous or 0
+        with self._write_errors(), self.db.conn:
+            if self._logs_removals:
+                self.db.execute("DELETE FROM vector_removals WHERE generation <= ?", (horizon,))
+            _write_manifest(self.db.conn, {"vectors_generation": generation, "removals_horizon": horizon})
 
     def _select_in(self, sql: str, values: Sequence[Any]) -> list[tuple]:
         """Rows of SQL with its `IN ({})` filled with VALUES, in chunks under SQLite's variable limit."""

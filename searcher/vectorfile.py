@@ -1,28 +1,118 @@
-"""The life of an index's FAISS file: loaded (memory-mapped), kept in step with SQLite by generation, saved atomically.
+"""The life of an index's FAISS file: loaded (memory-mapped), kept in step with SQLite by generation, compacted.
 
 SQLite is the truth and the file is derived from its `vectors` table. Every write transaction raises the
-store's generation; a saved file records the generation it reflects (`vectors_generation` in the manifest).
-Readers never write: a file that is missing, unreadable or behind SQLite is rebuilt in memory, with a
-warning, and left on disk as it is; only a writer's `save` (or `searcher check --repair`) replaces it.
+store's generation and logs the vectors it removed; a saved file records the generation it reflects
+(`vectors_generation` in the manifest). A write does not rewrite the file: every process applies the
+vectors added and removed since the generation it holds to its structure in memory (`LiveVectors`), so a
+write costs in proportion to what it changed, not to the index's size. A writer rewrites the whole file
+(a compaction) only once the changes since the last one pass a share of the index, and on `reindex` and
+`check --repair`; readers then load the new file.
+
+Readers never write: a file that is missing, unreadable or does not add up with SQLite is rebuilt in
+memory, with a warning, and left on disk as it is.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from .errors import IndexCorruptError
 from .manifest import Manifest
-from .store import DocumentStore
+from .store import Changes, DocumentStore
 from .vectors import VectorIndex, resolve_type
 
 log = logging.getLogger("searcher")
+# A compaction comes once the vectors added or removed since the file was saved pass this share of the index
+# (and COMPACTION_MINIMUM): until then each process holds them apart, in memory.
+COMPACTION_SHARE = 0.1
+COMPACTION_MINIMUM = 1000
+
+
+class LiveVectors:
+    """A saved structure (BASE) and what writes did since: vectors added, held in a small flat structure, and
+    base vectors removed, left out of its searches. Searched as one."""
+
+    def __init__(self, base: VectorIndex, generation: int) -> None:
+        self.base = base
+        self.generation = generation  # the store generation these vectors reflect
+        self.last_id = int(base.ids()[-1]) if len(base) else 0  # rowids only grow: past it, all is new
+        self._base_last = self.last_id
+        self._hidden = np.empty(0, dtype=np.int64)  # base ids removed since, sorted
+        self._added_ids = np.empty(0, dtype=np.int64)
+        self._added = np.empty((0, base.dimension), dtype=np.float32)
+        self._recent = VectorIndex.empty(base.dimension)  # the added vectors, searched exactly
+
+    def apply(self, removed: np.ndarray, added_ids: np.ndarray, added: np.ndarray, generation: int) -> None:
+        """Take in a write (or several): the REMOVED ids leave, ADDED vectors come in under ADDED_IDS."""
+        removed = np.asarray(removed, dtype=np.int64)
+        in_base = removed[removed <= self._base_last]
+        self._hidden = np.union1d(self._hidden, in_base)
+        gone = np.isin(self._added_ids, removed)
+        if gone.any():
+            self._recent.remove(self._added_ids[gone])
+            self._added_ids, self._added = self._added_ids[~gone], self._added[~gone]
+        if len(added_ids):
+            self._recent.add(added_ids, added)
+            self._added_ids = np.concatenate([self._added_ids, np.asarray(added_ids, dtype=np.int64)])
+            self._added = np.concatenate([self._added, np.asarray(added, dtype=np.float32)])
+            self.last_id = max(self.last_id, int(np.max(added_ids)))
+        self.generation = generation
+
+    @property
+    def changes(self) -> int:
+        """Vectors added or removed since the base was saved."""
+        return len(self._hidden) + len(self._added_ids)
+
+    def search(
+        self, vector: np.ndarray, k: int, exact: Callable[[np.ndarray], np.ndarray] | None = None
+    ) -> list[tuple[int, float]]:
+        """The K nearest (id, cosine) pairs, best first, over the base (less what was removed) and the added."""
+        found = self.base.search(vector, k, exact, excluded=self._hidden)
+        if len(self._recent):
+            found = sorted(found + self._recent.search(vector, k), key=lambda match: -match[1])[:k]
+        return found
+
+    def merged(self) -> VectorIndex | None:
+        """The base with the changes applied in place, if it can take them (memory, not a mapped file; a
+        structure that can remove); else None."""
+        if self.base.read_only or (len(self._hidden) and not self.base.removes):
+            return None
+        self.base.remove(self._hidden)
+        if len(self._added_ids):
+            self.base.add(self._added_ids, self._added)
+        return self.base
+
+    def ids(self) -> np.ndarray:
+        """The ids searched, sorted."""
+        kept = self.base.ids()
+        return np.union1d(kept[~np.isin(kept, self._hidden)], self._added_ids)
+
+    def __len__(self) -> int:
+        return len(self.base) - len(self._hidden) + len(self._added_ids)
+
+    @property
+    def dimension(self) -> int:
+        return self.base.dimension
+
+    @property
+    def kind(self) -> str:
+        return self.base.kind
+
+    @property
+    def read_only(self) -> bool:
+        return self.base.read_only
+
+    @property
+    def search_width(self) -> dict[str, int]:
+        return self.base.search_width
 
 
 class VectorFile:
-    """The vector structure of one index, as this process sees it, and the file it is saved to.
+    """The vectors of one index, as this process sees them, and the file they are saved to.
 
     Loaded on first use, so that opening an index to check, describe or delete from it costs no FAISS work.
     """
@@ -31,30 +121,42 @@ class VectorFile:
         self.path = path
         self._store = store
         self._name = name
-        self._stale = False  # vectors were dropped that the structure cannot remove in place (HNSW)
-        self._vectors: VectorIndex | None = None
-        self._seen: int | None = None  # the `vectors_generation` the manifest named when they were loaded
+        self._live: LiveVectors | None = None
+        self._file_generation: int | None = None  # the `vectors_generation` of the file the base came from
 
     @property
-    def vectors(self) -> VectorIndex:
-        if self._vectors is None:
-            self._vectors, self._seen = self._load(mmap=True)
-        return self._vectors
+    def vectors(self) -> LiveVectors:
+        if self._live is None:
+            self._live = self._load(mmap=True)
+        return self._live
 
-    def _load(self, mmap: bool) -> tuple[VectorIndex, int | None]:
-        """The file (IVF lists memory-mapped with MMAP) if it reflects SQLite's current state, else a rebuild
-        in memory; with the `vectors_generation` the manifest named meanwhile."""
+    def _load(self, mmap: bool) -> LiveVectors:
+        """The file (IVF lists memory-mapped with MMAP) brought up to SQLite's state, else a rebuild in memory."""
         manifest = self._manifest()
+        self._file_generation = manifest.vectors_generation
         on_disk = self._read(manifest, mmap)
-        if on_disk is not None and self._current(on_disk, manifest):
-            return on_disk, manifest.vectors_generation
+        if on_disk is not None and on_disk.dimension == manifest.dimension:
+            live = LiveVectors(on_disk, manifest.vectors_generation or 0)
+            # A file newer than the manifest says (saved, its generation not yet recorded) is caught up from
+            # an older generation: removing what it lacks already changes nothing. The count catches the rest.
+            if self._catch_up(live) and len(live) == self._store.vector_count():
+                return live
         log.warning(
             "the vector file of index %s is missing, unreadable or out of date: rebuilt in memory from the stored "
             "vectors (`searcher check %s --repair` saves it)",
             self._name,
             self._name,
         )
-        return self.rebuild(), manifest.vectors_generation
+        return LiveVectors(self.rebuild(), self._store.generation())
+
+    def _catch_up(self, live: LiveVectors) -> bool:
+        """Apply to LIVE what writes did since its generation; False if SQLite no longer says (see
+        `DocumentStore.changes_since`)."""
+        changes: Changes | None = self._store.changes_since(live.generation, live.last_id, live.dimension)
+        if changes is None:
+            return False
+        live.apply(changes.removed, changes.added_ids, changes.added, changes.generation)
+        return True
 
     def _manifest(self) -> Manifest:
         return Manifest.from_dict(self._store.manifest(), self._name)
@@ -67,13 +169,6 @@ class VectorFile:
         except IndexCorruptError:
             return None  # derived data: rebuilt like a missing file
 
-    def _current(self, vectors: VectorIndex, manifest: Manifest) -> bool:
-        if vectors.dimension != manifest.dimension:
-            return False
-        if manifest.vectors_generation == manifest.generation and len(vectors) == self._store.vector_count():
-            return True
-        return same_ids(vectors, self._store)
-
     def rebuild(self) -> VectorIndex:
         """A new structure of the manifest's index type over every stored vector (nothing is embedded)."""
         manifest = self._manifest()
@@ -81,56 +176,76 @@ class VectorFile:
         return VectorIndex.build(manifest.dimension, ids, vectors, manifest.index_type, manifest.search_params)
 
     def refresh(self, manifest: Manifest) -> None:
-        """Pick up the file a writer saved since this one was loaded, as the current MANIFEST names it; the writer
-        vouches that it is whole."""
-        if self._vectors is not None and manifest.vectors_generation != self._seen and self.path.exists():
-            self._vectors = VectorIndex.load(self.path, manifest.search_params, mmap=True)
-            self._seen = manifest.vectors_generation
+        """Catch up with the writes since these vectors were read, as the current MANIFEST names them: a new
+        file after a compaction, else the changes logged in SQLite."""
+        if self._live is None:
+            return
+        if manifest.vectors_generation != self._file_generation:
+            self._live = self._load(mmap=True)
+        elif manifest.generation != self._live.generation and not self._catch_up(self._live):
+            self._live = self._load(mmap=True)
 
     def prepare_write(self) -> None:
-        """Under the writer lock: the latest vectors, in memory, where changes can be applied."""
-        if self._vectors is None or self._vectors.read_only or self._manifest().vectors_generation != self._seen:
-            self._vectors, self._seen = self._load(mmap=False)
+        """Under the writer lock: the latest vectors, with a base in memory that a compaction can change."""
+        if self._live is not None and not self._live.read_only:
+            self.refresh(self._manifest())
+        if self._live is None or self._live.read_only:
+            self._live = self._load(mmap=False)
 
     def apply(self, dropped: list[int], added_ids: list[int] | None = None, added: np.ndarray | None = None) -> None:
-        """Apply a committed write: DROPPED vector ids leave, ADDED vectors come in under ADDED_IDS."""
-        if self.vectors.removes:
-            self.vectors.remove(dropped)
-        elif dropped:
-            self._stale = True  # an HNSW graph cannot remove: rebuilt at the next save
-        if added_ids and added is not None:
-            self.vectors.add(added_ids, added)
+        """Take in a committed write: DROPPED vector ids leave, ADDED vectors come in under ADDED_IDS."""
+        dimension = self.vectors.dimension
+        self.vectors.apply(
+            np.asarray(dropped, dtype=np.int64),
+            np.asarray(added_ids or [], dtype=np.int64),
+            added if added is not None else np.empty((0, dimension), dtype=np.float32),
+            self._store.generation(),
+        )
 
     def replace(self, vectors: VectorIndex) -> None:
-        self._vectors, self._stale = vectors, False
+        self._live = LiveVectors(vectors, self._store.generation())
+
+    def settle(self) -> None:
+        """After a writer's changes: compact if they have grown past COMPACTION_SHARE of the index, or if the
+        index type now means another structure for its size (auto past 50,000 vectors)."""
+        live = self.vectors
+        if (
+            live.changes >= max(COMPACTION_MINIMUM, COMPACTION_SHARE * len(live))
+            or resolve_type(self._manifest().index_type, len(live)) != live.kind
+            or not self.path.exists()
+        ):
+            self.save()
 
     def save(self) -> None:
-        """Save atomically, then record which SQLite generation the file reflects.
+        """A compaction: the whole structure saved atomically, then recorded as reflecting SQLite's generation.
 
-        The structure is rebuilt first when it no longer fits: an HNSW graph after removals, or a vector
-        count for which the index type now means another structure (auto past 50,000 vectors).
+        The structure is rebuilt first when it cannot take the changes in place (an HNSW graph after removals),
+        or when the index type now means another structure for its size (auto past 50,000 vectors).
         """
-        wanted = resolve_type(self._manifest().index_type, len(self.vectors))
-        if self._stale or wanted != self.vectors.kind:
-            self.replace(self.rebuild())
+        live = self.vectors
+        merged = live.merged()
+        if merged is None or resolve_type(self._manifest().index_type, len(merged)) != merged.kind:
+            merged = self.rebuild()
         generation = self._store.generation()
-        self.vectors.save(self.path)
-        self._store.update_manifest({"vectors_generation": generation})
-        self._seen = generation
+        merged.save(self.path)
+        self._store.record_compaction(generation, self._file_generation)
+        self._live = LiveVectors(merged, generation)
+        self._file_generation = generation
 
     def problems(self) -> list[str]:
-        """What is wrong with the file on disk: unreadable, missing, or out of step with SQLite."""
+        """What is wrong with the file on disk: unreadable, missing, or not adding up with SQLite."""
         if not self.path.exists():
             return [f"{self.path.name} is missing (searches rebuild it in memory each time the index is opened)"]
         try:
             on_disk = VectorIndex.load(self.path, mmap=True)
         except IndexCorruptError as error:
             return [str(error)]
-        if not same_ids(on_disk, self._store):
+        live = LiveVectors(on_disk, self._manifest().vectors_generation or 0)
+        if not self._catch_up(live) or not same_ids(live, self._store):
             return [f"{self.path.name} is out of step with docs.sqlite (searches rebuild it in memory on open)"]
         return []
 
 
-def same_ids(vectors: VectorIndex, store: DocumentStore) -> bool:
+def same_ids(vectors: LiveVectors, store: DocumentStore) -> bool:
     stored = store.vector_ids()
     return len(vectors) == len(stored) and bool((vectors.ids() == stored).all())

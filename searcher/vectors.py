@@ -189,9 +189,13 @@ class VectorIndex:
             self._index.remove_ids(np.asarray(ids, dtype=np.int64))  # type: ignore[arg-type]
 
     def search(
-        self, vector: np.ndarray, k: int, exact: Callable[[np.ndarray], np.ndarray] | None = None
+        self,
+        vector: np.ndarray,
+        k: int,
+        exact: Callable[[np.ndarray], np.ndarray] | None = None,
+        excluded: np.ndarray | None = None,
     ) -> list[tuple[int, float]]:
-        """The K nearest (id, cosine) pairs for one normalized VECTOR, best first.
+        """The K nearest (id, cosine) pairs for one normalized VECTOR, best first, none of the EXCLUDED ids.
 
         EXACT gives the stored vectors of an array of ids. An ivfpq index fetches RERANK_DEPTH·K candidates
         by their compressed codes and re-scores them with EXACT, so the scores returned are true cosines;
@@ -204,7 +208,11 @@ class VectorIndex:
         # OpenMP workers costs more than they save. The setting is the calling thread's own, so restored.
         faiss.omp_set_num_threads(1)
         try:
-            scores, ids = self._index.search(query, k * RERANK_DEPTH if rescore else k)
+            # The batch is kept in a local while the search runs: the selector holds only a C++ pointer to it.
+            leave_out = np.empty(0, dtype=np.int64) if excluded is None else np.asarray(excluded, dtype=np.int64)
+            batch = faiss.IDSelectorBatch(leave_out) if len(leave_out) else None
+            parameters = self._parameters(faiss.IDSelectorNot(batch)) if batch is not None else None
+            scores, ids = self._index.search(query, k * RERANK_DEPTH if rescore else k, params=parameters)
         finally:
             faiss.omp_set_num_threads(threads)
         found = ids[0] != -1
@@ -214,6 +222,18 @@ class VectorIndex:
             best = np.argsort(-scores, kind="stable")[:k]
             ids, scores = ids[best], scores[best]
         return [(int(i), float(s)) for i, s in zip(ids, scores, strict=True)]
+
+    def _parameters(self, selector: faiss.IDSelector) -> faiss.SearchParameters:
+        """Search parameters keeping what SELECTOR selects, with the structure's own width (they replace it).
+
+        faiss's type stubs lag its Python wrapper, which takes the fields as keywords.
+        """
+        inner = self._inner
+        if isinstance(inner, faiss.IndexIVF):
+            return faiss.SearchParametersIVF(sel=selector, nprobe=inner.nprobe)  # type: ignore[call-arg]
+        if isinstance(inner, faiss.IndexHNSW):
+            return faiss.SearchParametersHNSW(sel=selector, efSearch=inner.hnsw.efSearch)  # type: ignore[attr-defined]
+        return faiss.SearchParameters(sel=selector)  # type: ignore[call-arg]
 
     def save(self, path: Path) -> None:
         """Write to a temporary file, fsync, then rename over PATH: readers see the old or the new file."""

@@ -211,7 +211,7 @@ class Writer:
             if progress and settled:
                 progress(settled)
         if changed:
-            self._vectors.save()
+            self._vectors.settle()
         return AddReport(
             **totals,
             truncated=truncated,
