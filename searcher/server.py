@@ -300,12 +300,12 @@ class ServedIndex:
             def open_reader() -> Index:
                 return _warmed(Index.open(name, config.home, embedder=model.embedder), warm)
 
-            self._readers = IndexThreads(name, "read", config.readers, open_reader)
-            undo.callback(self._readers.close)
-            self._documents.set(self._readers.submit(len).result())
+            self.readers = IndexThreads(name, "read", config.readers, open_reader)
+            undo.callback(self.readers.close)
+            self._documents.set(self.readers.submit(len).result())
             undo.pop_all()
         metrics.embed_queue.labels(name).set_function(lambda: self.batcher.waiting_texts)
-        metrics.read_queue.labels(name).set_function(lambda: self._readers.waiting)
+        metrics.read_queue.labels(name).set_function(lambda: self.readers.waiting)
 
     async def search(self, request: SearchOptions, queries: list[str]) -> list[dict[str, Any]]:
         """QUERIES answered as `searcher query --json` answers one, within REQUEST_BUDGET_S (else ServerBusyError).
@@ -326,7 +326,7 @@ class ServedIndex:
         """WORK's answer from a reader, by DEADLINE (time.monotonic(); REQUEST_BUDGET_S from now by default)."""
         if deadline is None:
             deadline = time.monotonic() + REQUEST_BUDGET_S
-        return await self._run(self._readers, work, deadline)
+        return await self._run(self.readers, work, deadline)
 
     async def write(self, work: Callable[[Index], T]) -> T:
         """WORK's answer from the writer, however long it writes once begun."""
@@ -364,7 +364,7 @@ class ServedIndex:
             ) from None
 
     def close(self) -> None:
-        for part in (self._readers, self.batcher, self._writer):
+        for part in (self.readers, self.batcher, self._writer):
             part.close()
 
 
