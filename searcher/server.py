@@ -130,7 +130,9 @@ class ServerConfig:
     metrics_public: bool = False
 
     def check(self) -> str | None:
-        """The API key, after making sure every index exists and the key's variable is set."""
+        """The API key, after making sure every index exists, there are readers, and the key's variable is set."""
+        if self.readers < 1:
+            raise ConfigError(f"an index needs at least one reader thread, got {self.readers}")
         for name in self.indexes:
             existing_index_path(name, self.home)
         if self.api_key_env is None:

@@ -18,7 +18,7 @@ import searcher.server
 from searcher import Index
 from searcher.batching import QueryBatcher
 from searcher.cli import app as cli_app
-from searcher.errors import ServerBusyError
+from searcher.errors import ConfigError, ServerBusyError
 from searcher.server import UVICORN_OPTIONS, IndexThreads, ServerConfig, create_app
 
 QUERIES = ["reset my password", "where are the invoices", "dark mode please", "markdown export", "app", "billing"]
@@ -138,7 +138,7 @@ def test_a_lone_request_is_embedded_at_once(home, model, monkeypatch):
             assert (await search(client, "password")).status_code == 200
             batch = await client.post("/v1/search/batch", json={"index": "faq", "queries": QUERIES[:3]})
             assert batch.status_code == 200
-            assert time.monotonic() - started < 2
+            assert time.monotonic() - started < 4  # not the 5 s a wait for company would take
             assert model.sizes == [1, 3]
 
     asyncio.run(scenario())
@@ -175,7 +175,7 @@ def test_a_full_model_queue_is_answered_503_at_once_with_retry_after(home, model
             await until(lambda: batcher.waiting_texts == 2)
             started = time.monotonic()
             refused = await search(client, "one too many", "hybrid")
-            assert refused.status_code == 503 and time.monotonic() - started < 2
+            assert refused.status_code == 503 and time.monotonic() - started < 5
             assert refused.headers["retry-after"] == "1"
             assert "busy" in refused.json()["error"] and "wait for its model" in refused.json()["error"]
             keyword = await search(client, "one too many", "keyword")  # never queued for the model
@@ -200,7 +200,7 @@ def test_too_many_requests_waiting_for_readers_are_answered_503_at_once(home, mo
             await until(lambda: readers.waiting == 1)
             started = time.monotonic()
             refused = await search(client, "password", "keyword")
-            assert refused.status_code == 503 and time.monotonic() - started < 2
+            assert refused.status_code == 503 and time.monotonic() - started < 5
             assert refused.headers["retry-after"] == "1" and "busy" in refused.json()["error"]
             release.set()
             await busy
@@ -299,6 +299,8 @@ def test_serve_takes_the_number_of_readers(home, monkeypatch):
     assert served[0].readers == 2 and not served[0].metrics_public
     result = CliRunner().invoke(cli_app, ["serve", "--index", "faq", "--home", str(home), "--readers", "0"])
     assert result.exit_code == 2
+    with pytest.raises(ConfigError, match="at least one reader"):
+        create_app(ServerConfig(("faq",), str(home), readers=0))
 
 
 # The batcher alone, over a model that adds up each text's characters.
