@@ -485,6 +485,19 @@ def serve(
             help="Seconds a write waits while another process writes the index, then answers 409 (default 5).",
         ),
     ] = None,
+    readers: Annotated[
+        int | None,
+        typer.Option(
+            "--readers",
+            min=1,
+            help="Threads per index answering searches side by side, each with its own database connection "
+            "(default 4).",
+        ),
+    ] = None,
+    metrics_public: Annotated[
+        bool,
+        typer.Option("--metrics-public", help="Serve /metrics without the API key (to a scraper that has none)."),
+    ] = False,
     insecure: Annotated[
         bool,
         typer.Option(
@@ -498,8 +511,11 @@ def serve(
     from .server import ServerConfig, is_loopback, run
 
     config = ServerConfig(tuple(names), str(home) if home else None, api_key_env, tuple(cors_origins or ()))
+    config = replace(config, metrics_public=metrics_public)
     if lock_timeout is not None:
         config = replace(config, lock_timeout=lock_timeout)
+    if readers is not None:
+        config = replace(config, readers=readers)
     if api_key_env is None and not is_loopback(host):
         if not insecure:
             raise ConfigError(

@@ -369,6 +369,7 @@ class Index:
         min_score: float | None = None,
         keyword_weight: float = KEYWORD_WEIGHT,
         filters: dict[str, Any] | None = None,
+        vectors: np.ndarray | None = None,
     ) -> list[list[Hit]]:
         """The K best documents for each of TEXTS, best first, at least MIN_SCORE, among those whose fields
         pass FILTERS; all queries go through the model in one forward pass.
@@ -376,7 +377,8 @@ class Index:
         dense: cosine similarity of the best-matching phrasing; keyword: BM25; hybrid: cosine plus
         KEYWORD_WEIGHT times BM25 relative to the query's best keyword match. Hits scoring under the
         index's calibrated threshold for the mode are marked `below_threshold`. FILTERS: {field: value} or
-        {field: {"in": [values]}} (see `store.filter_sql`).
+        {field: {"in": [values]}} (see `store.filter_sql`). VECTORS, one row per text from `embed_queries`,
+        are used instead of the model: the server embeds many requests' queries together elsewhere.
         """
         for text in texts:
             check_query(text)
@@ -384,13 +386,21 @@ class Index:
         manifest = self.manifest  # read once per call: a search reads it for the vector file and the threshold
         self._vectors.refresh(manifest)
         ranker = Ranker(self._store, self._vectors.vectors)
-        embed = options.needs_vector and len(self._vectors.vectors) > 0
-        vectors = self.embedder.embed(list(texts)) if embed and texts else [None] * len(texts)
+        if vectors is None and options.needs_vector and len(self._vectors.vectors) > 0 and texts:
+            vectors = self.embed_queries(texts)
+        rows = [None] * len(texts) if vectors is None else vectors
         threshold = manifest.threshold(mode)
         return [
             ranker.hits(text, ranker.rank(text, vector, options), threshold, mode)
-            for text, vector in zip(texts, vectors, strict=True)
+            for text, vector in zip(texts, rows, strict=True)
         ]
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """TEXTS as query vectors, one row each, in one forward pass: what `search_many` takes as VECTORS.
+
+        Once the model is loaded (or was given to `open`) this touches no file, so any thread may call it.
+        """
+        return self.embedder.embed(list(texts))
 
     def set_threshold(self, mode: str, threshold: float, calibration: dict[str, Any]) -> None:
         """Store the score under which MODE's hits are marked as no good match, and how it was chosen."""

@@ -1,16 +1,21 @@
 """The HTTP API: indexes served to support tools (helpdesk widgets, chat bots, ticket triage) over FastAPI.
 
-fastapi, starlette, pydantic and uvicorn are imported here and nowhere else.
+fastapi, starlette, pydantic, uvicorn and prometheus-client are imported here and nowhere else.
 
-Each served index has two threads, each with its own `Index` over the same files (SQLite connections
-belong to one thread): a reader that answers searches and a writer that applies upserts and deletes under
-the index's writer lock. They share one loaded model. SQLite's WAL lets the reader go on while the writer
-writes, and the reader picks up the writer's saved vectors at its next search.
+Each served index has reader threads that answer searches side by side, a writer thread that applies
+upserts and deletes under the index's writer lock, and a `QueryBatcher` thread that embeds the queries of
+concurrent searches in shared forward passes. Every reader and the writer has its own `Index` over the same
+files (SQLite connections belong to one thread); all share one loaded model. A dense or hybrid search waits
+for its vectors from the batcher, then ranks on a reader; a keyword search goes straight to a reader, so it
+never waits behind the model. SQLite's WAL lets readers go on while the writer writes, and a reader picks
+up the writer's saved vectors at its next search.
 
 Time is bounded everywhere a client could hold the server: a request's headers and body must arrive within
 REQUEST_TIMEOUT_S, a batch's queries hold at most MAX_BATCH_CHARS characters, a request waits at most
-QUEUE_TIMEOUT_S for its index's reader or writer (then 503), and a write waits at most LOCK_TIMEOUT_S for
-another process's writer lock (then 409).
+QUEUE_TIMEOUT_S for a reader or the writer (then 503), a read is answered within REQUEST_BUDGET_S (then
+503), and a write waits at most LOCK_TIMEOUT_S for another process's writer lock (then 409). Queues are
+bounded too: past MAX_WAITING_PER_THREAD requests per thread, or the batcher's bound on waiting texts, a
+request is answered 503 at once. Every 503 of a busy server carries `Retry-After`.
 """
 
 from __future__ import annotations
@@ -21,23 +26,30 @@ import ipaddress
 import json
 import logging
 import os
+import queue
+import threading
+import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from concurrent.futures import Future
+from contextlib import ExitStack, asynccontextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import h11
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException
+from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from .batching import QueryBatcher
 from .errors import (
     ConfigError,
     EmptyQueryError,
@@ -51,7 +63,8 @@ from .errors import (
 )
 from .index import Index
 from .paths import existing_index_path
-from .search import SEARCH_MODES, search_response
+from .search import SEARCH_MODES, check_query, search_response
+from .search import SearchOptions as RankingOptions
 from .sources import Record
 from .writes import MAX_PHRASINGS
 
@@ -68,11 +81,22 @@ MAX_DOCUMENTS = 1_000  # per upsert or delete request
 MAX_WRITE_PHRASINGS = 10_000
 MAX_BODY_BYTES = 8 * 2**20
 LOCK_TIMEOUT_S = 5.0  # a write's wait for another process's writer lock, then 409
-QUEUE_TIMEOUT_S = 10.0  # a request's wait for its index's reader or writer to take it up, then 503
+QUEUE_TIMEOUT_S = 10.0  # a request's wait for a reader or the writer of its index to take it up, then 503
+REQUEST_BUDGET_S = 10.0  # a read's whole time in the server (model, then reader), then 503
+READERS = 4  # reader threads per index: searches spend much of their time in SQLite and FAISS, outside the GIL
+# Requests waiting per reader or writer thread, past which a request is answered 503 at once: with searches
+# of a few milliseconds each, the last of them waits well under a second.
+MAX_WAITING_PER_THREAD = 64
+RETRY_AFTER_S = 1  # what a 503 of a busy server tells clients to wait
 REQUEST_TIMEOUT_S = 10.0  # from a connection's start, or its previous response, to the whole next request
 KEEP_ALIVE_S = 5  # an idle connection's life between requests
 MAX_HEADER_BYTES = 16 * 2**10  # the request line and headers together
 UNPROTECTED_PATHS = {"/healthz", "/readyz"}
+METRICS_PATH = "/metrics"
+MODE_KEY = "searcher.mode"  # where a search handler leaves its mode in the request's scope, for the metrics
+WARM_UP_QUERY = "warm up"
+LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 # Errors whose message is meant for the client (the request's fault, or a busy server), each answered with its
 # status. Any other SearcherError is the server's own trouble: 503, its message (which may name the server's
 # files) only in the log.
@@ -93,7 +117,8 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class ServerConfig:
     """What `searcher serve` serves and how: index names, their home, the API key's variable, CORS origins,
-    and how long a request waits for another process's writer lock and for its turn (seconds)."""
+    how long a request waits for another process's writer lock and for its turn (seconds), reader threads per
+    index, and whether /metrics is open to callers without the key."""
 
     indexes: tuple[str, ...]
     home: str | None = None
@@ -101,9 +126,13 @@ class ServerConfig:
     cors_origins: tuple[str, ...] = ()
     lock_timeout: float = LOCK_TIMEOUT_S
     queue_timeout: float = QUEUE_TIMEOUT_S
+    readers: int = READERS
+    metrics_public: bool = False
 
     def check(self) -> str | None:
-        """The API key, after making sure every index exists and the key's variable is set."""
+        """The API key, after making sure every index exists, there are readers, and the key's variable is set."""
+        if self.readers < 1:
+            raise ConfigError(f"an index needs at least one reader thread, got {self.readers}")
         for name in self.indexes:
             existing_index_path(name, self.home)
         if self.api_key_env is None:
@@ -174,56 +203,191 @@ class DeleteRequest(Strict):
     ids: list[str] = Field(min_length=1, max_length=MAX_DOCUMENTS)
 
 
-class ServedIndex:
-    """One index behind the API: a reader thread and a writer thread, each with its own `Index`, one model."""
+class IndexThreads:
+    """COUNT threads, each with its own `Index` opened and closed on it (SQLite connections belong to one
+    thread), taking work from one queue: whichever is free takes the next.
 
-    def __init__(self, name: str, config: ServerConfig) -> None:
+    At most `max_waiting_per_thread` pieces of work per thread wait; past that `submit` refuses at once
+    (ServerBusyError), rather than letting a request wait its whole queue timeout behind a crowd.
+    """
+
+    max_waiting_per_thread = MAX_WAITING_PER_THREAD
+
+    def __init__(self, name: str, kind: str, count: int, open_index: Callable[[], Index]) -> None:
+        self.name = name
+        self.max_waiting = count * self.max_waiting_per_thread
+        self._work: queue.SimpleQueue[tuple[Future[Any], Callable[[Index], Any]] | None] = queue.SimpleQueue()
+        self._waiting = 0
+        self._lock = threading.Lock()
+        opened: list[Future[None]] = [Future() for _ in range(count)]
+        self._threads = [
+            threading.Thread(target=self._serve, args=(open_index, ready), name=f"{kind}-{name}-{number}", daemon=True)
+            for number, ready in enumerate(opened)
+        ]
+        for thread in self._threads:
+            thread.start()
+        try:
+            for ready in opened:
+                ready.result()
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def waiting(self) -> int:
+        """Work submitted and not yet taken up by a thread."""
+        return self._waiting
+
+    def submit(self, work: Callable[[Index], T]) -> Future[T]:
+        with self._lock:
+            if self._waiting >= self.max_waiting:
+                raise ServerBusyError(
+                    f"index {self.name!r} is busy: {self._waiting:,} requests wait for it already; retry later"
+                )
+            self._waiting += 1
+        future: Future[T] = Future()
+        self._work.put((future, work))
+        return future
+
+    def close(self) -> None:
+        """Finish the work submitted, then close each thread's index on its thread."""
+        for _ in self._threads:
+            self._work.put(None)
+        for thread in self._threads:
+            thread.join()
+
+    def _serve(self, open_index: Callable[[], Index], opened: Future[None]) -> None:
+        try:
+            index = open_index()
+        except BaseException as error:
+            opened.set_exception(error)
+            return
+        opened.set_result(None)
+        try:
+            while (item := self._work.get()) is not None:
+                future, work = item
+                with self._lock:
+                    self._waiting -= 1
+                if future.set_running_or_notify_cancel():  # else its request gave up waiting
+                    try:
+                        future.set_result(work(index))
+                    except BaseException as error:
+                        future.set_exception(error)
+        finally:
+            index.close()
+
+
+class ServedIndex:
+    """One index behind the API: reader threads answering side by side, one writer thread, and a batcher
+    embedding concurrent searches' queries together; one loaded model for all of them."""
+
+    def __init__(self, name: str, config: ServerConfig, metrics: Metrics) -> None:
         self.name = name
         self.queue_timeout = config.queue_timeout
-        self._reader = ThreadPoolExecutor(1, thread_name_prefix=f"read-{name}")
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix=f"write-{name}")
-        self._read_index = self._reader.submit(self._open_reader, config.home).result()
-        self._write_index = self._writer.submit(
-            Index.open, name, config.home, lock_timeout=config.lock_timeout, embedder=self._read_index.embedder
-        ).result()
+        self._documents = metrics.documents.labels(name)
+        with ExitStack() as undo:  # a failed load leaves no thread behind
+            self._writer = IndexThreads(
+                name, "write", 1, lambda: Index.open(name, config.home, lock_timeout=config.lock_timeout)
+            )
+            undo.callback(self._writer.close)
+            started = time.perf_counter()
+            model = self._writer.submit(_with_model).result()
+            metrics.model_load.labels(name).set(time.perf_counter() - started)
+            # The batcher embeds through the writer's Index: `embed_queries` touches the model alone, no
+            # SQLite connection, so its thread may call it.
+            self.batcher = QueryBatcher(name, model.embed_queries, metrics.batch_texts.labels(name).observe)
+            undo.callback(self.batcher.close)
+            warm = self.batcher.submit([WARM_UP_QUERY]).result()  # the first forward pass is slower: paid before ready
 
-    def _open_reader(self, home: str | None) -> Index:
-        index = Index.open(self.name, home)
-        index.search("warm up", k=1)  # loads the vectors, and the first forward pass is slower: paid before ready
-        return index
+            def open_reader() -> Index:
+                return _warmed(Index.open(name, config.home, embedder=model.embedder), warm)
 
-    async def read(self, work: Callable[[Index], T]) -> T:
-        return await self._run(self._reader, self._read_index, work)
+            self.readers = IndexThreads(name, "read", config.readers, open_reader)
+            undo.callback(self.readers.close)
+            self._documents.set(self.readers.submit(len).result())
+            undo.pop_all()
+        metrics.embed_queue.labels(name).set_function(lambda: self.batcher.waiting_texts)
+        metrics.read_queue.labels(name).set_function(lambda: self.readers.waiting)
+
+    async def search(self, request: SearchOptions, queries: list[str]) -> list[dict[str, Any]]:
+        """QUERIES answered as `searcher query --json` answers one, within REQUEST_BUDGET_S (else ServerBusyError).
+
+        The request is checked before it costs any model time; dense and hybrid queries are embedded by the
+        batcher, together with other requests', while keyword ones go straight to a reader.
+        """
+        deadline = time.monotonic() + REQUEST_BUDGET_S
+        for query in queries:
+            check_query(query)
+        options = RankingOptions(request.k, request.mode, request.min_score, filters=request.filter)
+        vectors = None
+        if options.needs_vector:
+            vectors = await self._until(asyncio.wrap_future(self.batcher.submit(queries)), deadline)
+        return await self.read(lambda index: _search(index, request, queries, vectors), deadline)
+
+    async def read(self, work: Callable[[Index], T], deadline: float | None = None) -> T:
+        """WORK's answer from a reader, by DEADLINE (time.monotonic(); REQUEST_BUDGET_S from now by default)."""
+        if deadline is None:
+            deadline = time.monotonic() + REQUEST_BUDGET_S
+        return await self._run(self.readers, work, deadline)
 
     async def write(self, work: Callable[[Index], T]) -> T:
-        return await self._run(self._writer, self._write_index, work)
+        """WORK's answer from the writer, however long it writes once begun."""
 
-    async def _run(self, thread: ThreadPoolExecutor, index: Index, work: Callable[[Index], T]) -> T:
-        """WORK's answer; ServerBusyError if THREAD has not taken it up within the queue timeout, so that
-        requests queued behind slow ones are answered at once rather than late, and are not worked on after."""
-        future = thread.submit(work, index)
+        def counted(index: Index) -> T:
+            answer = work(index)
+            self._documents.set(len(index))  # here, where a count is cheap and known to have changed
+            return answer
+
+        return await self._run(self._writer, counted, None)
+
+    async def _run(self, threads: IndexThreads, work: Callable[[Index], T], deadline: float | None) -> T:
+        """WORK's answer; ServerBusyError if no thread has taken it up within the queue timeout (or by
+        DEADLINE), so that requests queued behind slow ones are answered at once rather than late, and are
+        not worked on after; ServerBusyError too if it is not done by DEADLINE."""
+        future = threads.submit(work)
         answer = asyncio.wrap_future(future)
+        wait = self.queue_timeout if deadline is None else min(self.queue_timeout, deadline - time.monotonic())
         try:
-            return await asyncio.wait_for(asyncio.shield(answer), self.queue_timeout)
+            return await asyncio.wait_for(asyncio.shield(answer), wait)
         except TimeoutError:
-            if not future.cancel():  # begun already: its answer is worth the rest of the wait
-                return await answer
+            if future.cancel():
+                raise ServerBusyError(
+                    f"index {self.name!r} is busy: this request waited {wait:.3g} s for earlier ones; retry later"
+                ) from None
+        # Begun already: its answer is worth the rest of the wait.
+        return await (answer if deadline is None else self._until(answer, deadline))
+
+    async def _until(self, answer: asyncio.Future[T], deadline: float) -> T:
+        try:
+            return await asyncio.wait_for(answer, deadline - time.monotonic())
+        except TimeoutError:
             raise ServerBusyError(
-                f"index {self.name!r} is busy: this request waited {self.queue_timeout:g} s for earlier ones; "
-                "retry later"
+                f"index {self.name!r} is busy: this request was not answered within {REQUEST_BUDGET_S:g} s; retry later"
             ) from None
 
     def close(self) -> None:
-        for executor, index in ((self._reader, self._read_index), (self._writer, self._write_index)):
-            executor.submit(index.close).result()
-            executor.shutdown()
+        for part in (self.readers, self.batcher, self._writer):
+            part.close()
+
+
+def _with_model(index: Index) -> Index:
+    """INDEX, its model loaded and checked against the manifest."""
+    index.embedder  # noqa: B018 (loading is what is asked for)
+    return index
+
+
+def _warmed(index: Index, vectors: np.ndarray) -> Index:
+    """INDEX, its vectors loaded by a first search: paid before ready rather than by a client."""
+    index.search_many([WARM_UP_QUERY], k=1, vectors=vectors)
+    return index
 
 
 class Indexes:
     """The served indexes, loaded in the background so that the server is alive (healthz) before ready."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, metrics: Metrics) -> None:
         self.config = config
+        self.metrics = metrics
         self.served: dict[str, ServedIndex] = {}
         self.failure: str | None = None
         self.ready = False
@@ -231,7 +395,7 @@ class Indexes:
     def load(self) -> None:
         for name in self.config.indexes:
             try:
-                self.served[name] = ServedIndex(name, self.config)
+                self.served[name] = ServedIndex(name, self.config, self.metrics)
             except Exception as error:  # whatever stops a model or index from loading must show, not hang /readyz
                 # Unauthenticated clients read /readyz: they learn which index failed, the log says where and why.
                 self.failure = f"index {name!r} cannot be served ({type(error).__name__}); see the server log"
@@ -262,7 +426,8 @@ class Indexes:
 def create_app(config: ServerConfig) -> FastAPI:
     """The API over CONFIG's indexes; they are checked to exist now and loaded once the server runs."""
     api_key = config.check()
-    indexes = Indexes(config)
+    metrics = Metrics()
+    indexes = Indexes(config, metrics)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -274,9 +439,11 @@ def create_app(config: ServerConfig) -> FastAPI:
     app = FastAPI(title="searcher", summary="Semantic search by meaning over searcher indexes.", lifespan=lifespan)
     app.state.indexes = indexes
     _add_error_handlers(app)
-    # The last middleware added runs first: size limit, then CORS (whose preflights carry no key), then the key.
+    # The last middleware added runs first: metrics (which count every answer), size limit, then CORS (whose
+    # preflights carry no key), then the key.
     if api_key is not None:
-        app.add_middleware(BearerKey, key=api_key)
+        public = UNPROTECTED_PATHS | ({METRICS_PATH} if config.metrics_public else set())
+        app.add_middleware(BearerKey, key=api_key, public=public)
     if config.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -285,6 +452,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             allow_headers=["Authorization", "Content-Type"],
         )
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    app.add_middleware(Measured, metrics=metrics, routes=app.router.routes)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
@@ -301,17 +469,23 @@ def create_app(config: ServerConfig) -> FastAPI:
         loading = f"still loading: {', '.join(indexes.loading)}"
         return JSONResponse({"status": "loading", "error": loading}, status_code=503)
 
+    @app.get(METRICS_PATH, tags=["health"])
+    async def metrics_text() -> Response:
+        """Prometheus metrics: requests, latencies and statuses by endpoint, queues, batch sizes, documents,
+        model load times."""
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
     @app.post("/v1/search", tags=["search"])
-    async def search(request: SearchRequest) -> JSONResponse:
+    async def search(request: SearchRequest, http: Request) -> JSONResponse:
         """The K best documents for one query, as `searcher query --json` gives them."""
-        served = indexes.get(request.index)
-        return JSONResponse((await served.read(lambda index: _search(index, request, [request.query])))[0])
+        http.scope[MODE_KEY] = request.mode
+        return JSONResponse((await indexes.get(request.index).search(request, [request.query]))[0])
 
     @app.post("/v1/search/batch", tags=["search"])
-    async def search_batch(request: BatchSearchRequest) -> JSONResponse:
-        """Several queries against one index, answered in order."""
-        served = indexes.get(request.index)
-        return JSONResponse({"results": await served.read(lambda index: _search(index, request, request.queries))})
+    async def search_batch(request: BatchSearchRequest, http: Request) -> JSONResponse:
+        """Several queries against one index, answered in order, embedded in one forward pass."""
+        http.scope[MODE_KEY] = request.mode
+        return JSONResponse({"results": await indexes.get(request.index).search(request, request.queries)})
 
     @app.put("/v1/indexes/{name}/documents", tags=["documents"])
     async def upsert(name: str, request: UpsertRequest) -> dict[str, Any]:
@@ -433,9 +607,13 @@ def _model_name(model: str) -> str:
     return path.name if path.is_absolute() or model.startswith(".") or path.is_dir() else model
 
 
-def _search(index: Index, options: SearchOptions, queries: list[str]) -> list[dict[str, Any]]:
-    """QUERIES answered as `searcher query --json` answers one, embedded in one forward pass."""
-    found = index.search_many(queries, options.k, options.mode, options.min_score, filters=options.filter)
+def _search(
+    index: Index, options: SearchOptions, queries: list[str], vectors: np.ndarray | None
+) -> list[dict[str, Any]]:
+    """QUERIES answered as `searcher query --json` answers one, with their VECTORS for dense and hybrid."""
+    found = index.search_many(
+        queries, options.k, options.mode, options.min_score, filters=options.filter, vectors=vectors
+    )
     threshold = index.manifest.threshold(options.mode)
     return [
         search_response(index.name, query, options.mode, threshold, hits)
@@ -450,7 +628,9 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def searcher_error(_: Request, error: SearcherError) -> JSONResponse:
         status = next((code for kind, code in CLIENT_ERRORS.items() if isinstance(error, kind)), None)
         if status is not None:
-            return JSONResponse({"error": str(error)}, status_code=status)
+            busy = isinstance(error, ServerBusyError)
+            headers = {"Retry-After": str(RETRY_AFTER_S)} if busy else None
+            return JSONResponse({"error": str(error)}, status_code=status, headers=headers)
         log.error("%s: %s", type(error).__name__, error)
         return JSONResponse(
             {"error": f"index unavailable ({type(error).__name__}); see the server log"}, status_code=503
@@ -474,15 +654,100 @@ def _add_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"error": f"internal error ({type(error).__name__}); see the server log"}, status_code=500)
 
 
-class BearerKey:
-    """Requires `Authorization: Bearer KEY` on every path but the health checks, compared in constant time."""
+class Metrics:
+    """The server's Prometheus metrics, in a registry of its own: several apps in one process (tests) must
+    not count into one another's."""
 
-    def __init__(self, app: ASGIApp, key: str) -> None:
+    def __init__(self) -> None:
+        self.registry = registry = CollectorRegistry()
+        by_request = ["endpoint", "mode"]  # endpoint: the route's path, e.g. /v1/indexes/{name}/documents
+        self.requests = Counter(
+            "searcher_requests", "HTTP requests by endpoint and search mode", by_request, registry=registry
+        )
+        self.latency = Histogram(
+            "searcher_request_duration_seconds",
+            "Seconds from a request's arrival to its answer, by endpoint and search mode",
+            by_request,
+            buckets=LATENCY_BUCKETS_S,
+            registry=registry,
+        )
+        self.responses = Counter(
+            "searcher_responses", "HTTP responses by endpoint and status", ["endpoint", "status"], registry=registry
+        )
+        self.embed_queue = Gauge(
+            "searcher_embed_queue_texts", "Query texts waiting for the model", ["index"], registry=registry
+        )
+        self.read_queue = Gauge(
+            "searcher_read_queue_requests", "Requests waiting for a reader thread", ["index"], registry=registry
+        )
+        self.batch_texts = Histogram(
+            "searcher_embed_batch_texts",
+            "Query texts per forward pass",
+            ["index"],
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.documents = Gauge(
+            "searcher_index_documents",
+            "Documents in the index, as of its load or this process's last write to it",
+            ["index"],
+            registry=registry,
+        )
+        self.model_load = Gauge(
+            "searcher_model_load_seconds", "Seconds to load and check the index's model", ["index"], registry=registry
+        )
+
+    def answered(self, endpoint: str, mode: str, status: int, seconds: float) -> None:
+        self.requests.labels(endpoint, mode).inc()
+        self.latency.labels(endpoint, mode).observe(seconds)
+        self.responses.labels(endpoint, str(status)).inc()
+
+
+class Measured:
+    """Counts and times every request by endpoint (its route's path; `unmatched` for others) and search mode
+    (`none` outside searches), and counts its answer's status, refusals by the middleware after it included."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, routes: list[BaseRoute]) -> None:
         self.app = app
-        self.key = key.encode()
+        self.metrics = metrics
+        self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] not in UNPROTECTED_PATHS:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # unless an answer starts: an exception no handler turned into one
+
+        async def watched(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        finally:
+            mode = scope.get(MODE_KEY, "none")
+            self.metrics.answered(self._endpoint(scope), mode, status, time.perf_counter() - started)
+
+    def _endpoint(self, scope: Scope) -> str:
+        """The path of the route SCOPE's request is for: a bounded set of labels, whatever paths clients send."""
+        routes = (route for route in self.routes if isinstance(route, Route))
+        return next((route.path for route in routes if route.matches(scope)[0] == Match.FULL), "unmatched")
+
+
+class BearerKey:
+    """Requires `Authorization: Bearer KEY` on every path but PUBLIC ones (the health checks), compared in
+    constant time."""
+
+    def __init__(self, app: ASGIApp, key: str, public: set[str]) -> None:
+        self.app = app
+        self.key = key.encode()
+        self.public = public
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] not in self.public:
             given = dict(scope["headers"]).get(b"authorization", b"")
             scheme, _, token = given.partition(b" ")
             if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self.key):

@@ -261,7 +261,7 @@ def test_row13_a_batch_over_the_character_budget_is_refused(client):
 
 
 def test_row13_a_request_that_waits_too_long_for_the_reader_gets_503(home):
-    api = create_app(ServerConfig(("faq",), str(home), queue_timeout=0.5))
+    api = create_app(ServerConfig(("faq",), str(home), queue_timeout=0.5, readers=1))  # one reader to keep busy
     release = threading.Event()
 
     async def scenario():
