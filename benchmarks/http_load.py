@@ -4,7 +4,8 @@ upserts, and the cost of one upsert against the index's size; then the targets, 
     python benchmarks/http_load.py --clients 1,8,32 --requests 600 --big 100000 [--upserts 50] [--readers N]
         [--baseline EARLIER.json] [--json results.json]
 
-A quick check of the script itself (a minute or two): --requests 60 --clients 1,8 --big 5000
+A quick check of the script itself (under a minute): --requests 60 --clients 1,8 --big 5000. On 2 shared cores
+the full run takes about 5 minutes, half of it building the 100,000-document index (IVF-PQ training).
 
 1. Model: `Embedder()` (the bundled model, default settings) embeds --sentences short FAQ-like questions with
    `embed(texts, batch_size=64)` after a warm-up: sentences/s, the ceiling for dense searches (one query each).
@@ -17,8 +18,8 @@ A quick check of the script itself (a minute or two): --requests 60 --clients 1,
    One httpx.Client (keep-alive) per thread. The client threads run on the same machine, so the table also shows
    how many CPU cores the server and the clients kept busy.
 3. Upserts: two indexes of synthetic documents, 1,000 and --big, built in this process through
-   `Index.add_embedded` from random unit vectors (never through the model: 100,000 texts would take most of an
-   hour on 2 cores) into the default vector structure (auto: flat up to 50,000 vectors, IVF-PQ above), served
+   `Index.add_embedded` from random unit vectors (never through the model: 100,000 texts would take many
+   minutes on 2 cores) into the default vector structure (auto: flat up to 50,000 vectors, IVF-PQ above), served
    together by one `searcher serve`; --upserts single-document PUTs per index (a new document, then a changed
    one, in turn), interleaved between the two indexes so that both see the same machine: p50/p99 per size.
 
@@ -54,7 +55,7 @@ KINDS = ("dense", "keyword", "hybrid", "filtered", "batch")
 MODEL_BATCH_SIZE = 64
 SMALL_INDEX = 1000  # documents of the small index of the upsert part
 SHARD = 10_000  # synthetic documents per `add_embedded` shard
-WARM_UP_REQUESTS = 3  # untimed requests of each kind before the sweeps, and upserts per index before timing
+WARM_UP_REQUESTS = 10  # untimed requests of each kind before the sweeps (and upserts per index before timing)
 BASELINE_TOLERANCE = 0.10  # dense p50 with 1 client may be this much above the baseline's and count as no worse
 
 # Targets of the issue.
@@ -129,8 +130,8 @@ def percentiles(timings: Sequence[float]) -> dict[str, float | None]:
     return {"p50": float(np.percentile(timings, 50)), "p99": float(np.percentile(timings, 99))}
 
 
-def ms(value: float | None) -> str:
-    return "–" if value is None else f"{value:.1f}"
+def ms(value: float | None, unit: str = "") -> str:
+    return "–" if value is None else f"{value:.1f}{unit}"
 
 
 # 1. The model's own batched throughput.
@@ -599,13 +600,13 @@ def targets(
     keyword = summary["keyword_p50_mixed_most_clients_ms"]
     row(
         f"keyword p50, mixed run at {at} ≤ {KEYWORD_P50_MS:g} ms",
-        f"{ms(keyword)} ms",
+        ms(keyword, " ms"),
         None if keyword is None else keyword <= KEYWORD_P50_MS,
     )
     dense_p99 = summary["dense_p99_most_clients_ms"]
     row(
         f"dense p99 at {at} ≤ {DENSE_P99_MS:g} ms",
-        f"{ms(dense_p99)} ms dense-only run (mixed run: {ms(summary['dense_p99_mixed_most_clients_ms'])} ms)",
+        f"{ms(dense_p99, ' ms')} dense-only run (mixed run: {ms(summary['dense_p99_mixed_most_clients_ms'], ' ms')})",
         None if dense_p99 is None else dense_p99 <= DENSE_P99_MS,
     )
     row("errors = 0", str(summary["errors"]), summary["errors"] == 0)
@@ -668,12 +669,21 @@ def main() -> None:
     baseline = json.loads(args.baseline.read_text())["summary"] if args.baseline else None
 
     print(cpu_line(), flush=True)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    if load is not None:
+        busy = load > (os.cpu_count() or 1) / 2
+        print(
+            f"# load average {load:.1f} on {os.cpu_count()} CPUs before the run"
+            + (": other work shares the machine, so the timings below are unreliable" if busy else ""),
+            flush=True,
+        )
     texts = questions()
     timings: dict[str, float] = {}
-    started = time.perf_counter()
-    model, embedder = (None, None) if "model" in args.skip else model_throughput(texts[: args.sentences])
-    timings["model"] = time.perf_counter() - started
-    if model:
+    model, embedder = None, None
+    if "model" not in args.skip:
+        started = time.perf_counter()
+        model, embedder = model_throughput(texts[: args.sentences])
+        timings["model"] = time.perf_counter() - started
         print(
             f"\n## 1. Model: {model['sentences']:,} short questions ({model['words_per_sentence']:.1f} words each on "
             f"average), `Embedder().embed(texts, batch_size={MODEL_BATCH_SIZE})`, warm, precision "
@@ -721,6 +731,7 @@ def main() -> None:
                     "targets": rows,
                     "summary": summary,
                     "seconds_per_part": timings,
+                    "load_average_before": load,
                 },
                 indent=2,
             )
