@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import machine  # benchmarks/machine.py: this script's own folder is first on the path
 import numpy as np
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "faq.jsonl"
@@ -105,17 +106,7 @@ def questions(seed: int = 0) -> list[str]:
 
 
 def cpu_line() -> str:
-    import torch
-
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "")
-    present = set(cpuinfo.split())
-    flags = [flag for flag in ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16") if flag in present]
-    return (
-        f"# {model or platform.processor() or platform.machine()}, {os.cpu_count()} CPUs "
-        f"({torch.get_num_threads()} torch threads), flags: {' '.join(flags) or 'none of avx2/avx512/amx'}, "
-        f"torch {torch.__version__}, Python {platform.python_version()}"
-    )
+    return machine.cpu_line(f"Python {platform.python_version()}")
 
 
 def free_port() -> int:

@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import machine  # benchmarks/machine.py: this script's own folder is first on the path
 
 from searcher import Index, Settings, read_records
 from searcher.evaluate import (
@@ -50,17 +50,7 @@ SCIFACT_NDCG = 0.652
 
 
 def cpu_line(args: argparse.Namespace) -> str:
-    import torch
-
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "")
-    present = set(cpuinfo.split())
-    flags = [flag for flag in ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16") if flag in present]
-    return (
-        f"# {model or platform.processor() or platform.machine()}, {os.cpu_count()} CPUs "
-        f"({torch.get_num_threads()} torch threads), flags: {' '.join(flags) or 'none of avx2/avx512/amx'}, "
-        f"torch {torch.__version__}, device {args.device}, precision {args.precision}"
-    )
+    return machine.cpu_line(f"device {args.device}, precision {args.precision}")
 
 
 def label(config: dict[str, Any]) -> str:
