@@ -29,7 +29,7 @@ log = logging.getLogger("searcher")
 # A compaction comes once the vectors added or removed since the file was saved pass this share of the index
 # (and COMPACTION_MINIMUM): until then each process holds them apart, in memory.
 COMPACTION_SHARE = 0.1
-COMPACTION_MINIMUM = 1000
+COMPACTION_MINIMUM = 100
 
 
 class LiveVectors:
@@ -241,7 +241,11 @@ class VectorFile:
         except IndexCorruptError as error:
             return [str(error)]
         live = LiveVectors(on_disk, self._manifest().vectors_generation or 0)
-        if not self._catch_up(live) or not same_ids(live, self._store):
+        try:
+            caught_up = self._catch_up(live)
+        except IndexCorruptError:
+            return []  # a stored vector is damaged: the store's problem, listed with the store's
+        if not caught_up or not same_ids(live, self._store):
             return [f"{self.path.name} is out of step with docs.sqlite (searches rebuild it in memory on open)"]
         return []
 
