@@ -61,7 +61,7 @@ from .errors import (
     ServerBusyError,
     SourceError,
 )
-from .index import Index
+from .index import Index, embedding_module
 from .paths import existing_index_path
 from .search import SEARCH_MODES, check_query, search_response
 from .search import SearchOptions as RankingOptions
@@ -286,9 +286,7 @@ class ServedIndex:
         self.queue_timeout = config.queue_timeout
         self._documents = metrics.documents.labels(name)
         with ExitStack() as undo:  # a failed load leaves no thread behind
-            self._writer = IndexThreads(
-                name, "write", 1, lambda: Index.open(name, config.home, lock_timeout=config.lock_timeout)
-            )
+            self._writer = IndexThreads(name, "write", 1, lambda: _writer_index(name, config))
             undo.callback(self._writer.close)
             started = time.perf_counter()
             model = self._writer.submit(_with_model).result()
@@ -368,6 +366,13 @@ class ServedIndex:
     def close(self) -> None:
         for part in (self.readers, self.batcher, self._writer):
             part.close()
+
+
+def _writer_index(name: str, config: ServerConfig) -> Index:
+    """The writer thread's index; the thread embeds upserts on one CPU thread, so that the batcher's thread
+    holds the only multi-threaded team of the model (see `embedder.use_one_thread`)."""
+    embedding_module().use_one_thread()
+    return Index.open(name, config.home, lock_timeout=config.lock_timeout)
 
 
 def _with_model(index: Index) -> Index:
