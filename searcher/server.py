@@ -191,6 +191,7 @@ class BatchSearchRequest(SearchOptions):
 class Document(Strict):
     id: Annotated[str, Field(min_length=1)] | int
     text: str
+    title: str = ""  # stored before the text, as a file's title field is, and put before each of its passages
     fields: dict[str, Any] = {}
     phrasings: list[str] = []
 
@@ -583,8 +584,8 @@ def _records(documents: list[Document]) -> list[Record]:
                 f"document {name!r} takes the request past {MAX_WRITE_PHRASINGS:,} alternative wordings in all: "
                 "send fewer documents per request"
             )
-        if not _storable([document.text, document.phrasings]):
-            raise SourceError(f"document {name!r}: its text or an alternative wording holds a lone surrogate")
+        if not _storable([document.title, document.text, document.phrasings]):
+            raise SourceError(f"document {name!r}: its title, text or an alternative wording holds a lone surrogate")
         for field, value in document.fields.items():
             if not _storable({field: value}):
                 raise SourceError(
@@ -592,7 +593,14 @@ def _records(documents: list[Document]) -> list[Record]:
                     "which cannot be stored as JSON"
                 )
     return [
-        Record(str(document.id), document.text, document.fields, tuple(document.phrasings)) for document in documents
+        Record(
+            str(document.id),
+            f"{document.title} {document.text}" if document.title else document.text,
+            document.fields,
+            tuple(document.phrasings),
+            document.title,
+        )
+        for document in documents
     ]
 
 

@@ -417,6 +417,13 @@ def test_query_json_and_http_search_give_the_passage(tiny_model, tmp_path):
         for hit in dense.json()["results"]:
             span = hit["passage"]
             assert span["text"] == hit["text"][span["start"] : span["end"]] and span["highlights"] == []
+        # A page upserted with a title is stored and split as one read from a file with a title field.
+        upsert = {"documents": [{"id": "shed", "title": "Shed guide", "text": page("shed", 3)}]}
+        assert client.put("/v1/indexes/pages/documents", json=upsert).json()["added"] == 1
+        found = client.post("/v1/search", json={"index": "pages", "query": "shed", "mode": "keyword", "k": 1})
+        [shed] = found.json()["results"]
+        assert shed["id"] == "shed" and shed["text"] == f"Shed guide {page('shed', 3)}"
+        assert shed["passage"]["start"] >= len("Shed guide ")  # the title leads each passage; spans are the body's
 
 
 # Settings
