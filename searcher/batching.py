@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -27,12 +28,14 @@ MAX_WAITING_TEXTS = 1_024
 # How long a batch holding several requests waits for more: when requests arrive together, others are
 # likely on their way. A lone request never waits.
 GATHER_S = 0.002
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class _Waiting:
     texts: list[str]
-    future: Future[np.ndarray]
+    future: Future[Any]
+    work: Callable[[], Any] | None = None  # other work for the model's thread (see `run`), instead of TEXTS
 
 
 class QueryBatcher:
@@ -54,6 +57,7 @@ class QueryBatcher:
         self._on_batch = on_batch
         self._queue: deque[_Waiting] = deque()
         self._waiting_texts = 0
+        self._busy = False  # a pass or other work is running
         self._closed = False
         self._changed = threading.Condition()
         self._thread = threading.Thread(target=self._run, name=f"embed-{name}", daemon=True)
@@ -80,6 +84,22 @@ class QueryBatcher:
             self._changed.notify()
         return waiting.future
 
+    @property
+    def idle(self) -> bool:
+        """Whether nothing waits and nothing runs: work given to `run` now would start at once."""
+        return not self._queue and not self._busy
+
+    def run(self, work: Callable[[], T]) -> Future[T]:
+        """A future of WORK's answer, run on the batcher's thread in its turn: a search that is alone can be
+        embedded and ranked there in one hand-off, on the thread whose model threads are warm."""
+        waiting = _Waiting([], Future(), work)
+        with self._changed:
+            if self._closed:
+                raise ServerBusyError(f"index {self.name!r} is shutting down; retry on another server")
+            self._queue.append(waiting)
+            self._changed.notify()
+        return waiting.future
+
     def close(self) -> None:
         """Embed what was submitted, then stop the thread."""
         with self._changed:
@@ -89,22 +109,36 @@ class QueryBatcher:
 
     def _run(self) -> None:
         while batch := self._next_batch():
-            texts = [text for waiting in batch for text in waiting.texts]
             try:
-                vectors = self._embed(texts)
+                self._serve(batch)
+            finally:
+                with self._changed:
+                    self._busy = False
+
+    def _serve(self, batch: list[_Waiting]) -> None:
+        """One forward pass over BATCH's texts, or BATCH's one piece of other work."""
+        if batch[0].work is not None:
+            try:
+                batch[0].future.set_result(batch[0].work())
             except Exception as error:
-                if len(batch) == 1:
-                    batch[0].future.set_exception(error)
-                    continue
-                # One request's texts may be what failed: each is tried alone, so that only its own fails.
-                for waiting in batch:
-                    self._embed_alone(waiting)
-                continue
-            self._on_batch(len(texts))
-            start = 0
+                batch[0].future.set_exception(error)
+            return
+        texts = [text for waiting in batch for text in waiting.texts]
+        try:
+            vectors = self._embed(texts)
+        except Exception as error:
+            if len(batch) == 1:
+                batch[0].future.set_exception(error)
+                return
+            # One request's texts may be what failed: each is tried alone, so that only its own fails.
             for waiting in batch:
-                waiting.future.set_result(vectors[start : start + len(waiting.texts)])
-                start += len(waiting.texts)
+                self._embed_alone(waiting)
+            return
+        self._on_batch(len(texts))
+        start = 0
+        for waiting in batch:
+            waiting.future.set_result(vectors[start : start + len(waiting.texts)])
+            start += len(waiting.texts)
 
     def _embed_alone(self, waiting: _Waiting) -> None:
         try:
@@ -125,6 +159,7 @@ class QueryBatcher:
                         return []
                     self._changed.wait()
                 batch = self._take(self.max_batch_texts, whole_first=True)  # empty if all were cancelled
+            self._busy = True
             if len(batch) > 1:
                 deadline = time.monotonic() + self.gather_s
                 room = self.max_batch_texts - sum(len(waiting.texts) for waiting in batch)
@@ -144,9 +179,13 @@ class QueryBatcher:
         WHOLE_FIRST), leaving out those their client gave up on. Called holding the lock."""
         taken: list[_Waiting] = []
         while self._queue and (len(self._queue[0].texts) <= room or (whole_first and not taken)):
+            if self._queue[0].work is not None and (taken or not whole_first):
+                break  # other work runs alone
             waiting = self._queue.popleft()
             self._waiting_texts -= len(waiting.texts)
             if waiting.future.set_running_or_notify_cancel():
                 taken.append(waiting)
+                if waiting.work is not None:
+                    break
                 room -= len(waiting.texts)
         return taken

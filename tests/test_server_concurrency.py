@@ -390,3 +390,40 @@ def test_closing_embeds_what_was_submitted_then_refuses():
     assert all(future.done() for future in futures)
     with pytest.raises(ServerBusyError, match="shutting down"):
         batcher.submit(["late"])
+
+
+def test_other_work_runs_on_the_batchers_thread_in_its_turn_and_alone():
+    model = HeldModel()
+    batcher = QueryBatcher("t", model)
+    try:
+        assert batcher.idle
+        first = batcher.submit(["first"])
+        assert model.busy.wait(10)
+        assert not batcher.idle
+        before = batcher.submit(["before"])
+        work = batcher.run(lambda: (threading.current_thread().name, [len(texts) for texts in model.passes]))
+        after = [batcher.submit(["after one"]), batcher.submit(["after two"])]
+        model.release.set()
+        first.result(10), before.result(10)
+        assert work.result(10) == ("embed-t", [1, 1])  # the pass queued before it ran first
+        assert [future.result(10)[0, 0] for future in after] == [len("after one"), len("after two")]
+        assert [len(texts) for texts in model.passes] == [1, 1, 2]  # never in one pass with the work
+    finally:
+        batcher.close()
+
+
+def test_a_lone_dense_search_is_answered_on_the_models_thread_while_the_readers_are_busy(home):
+    api = create_app(ServerConfig(("faq",), str(home), queue_timeout=0.5, readers=1))
+    release = threading.Event()
+
+    async def scenario():
+        async with async_client(api) as client:
+            busy = asyncio.create_task(api.state.indexes.get("faq").read(lambda _: release.wait(30)))
+            try:
+                dense = await client.post("/v1/search", json={"index": "faq", "query": "reset my password", "k": 1})
+                assert dense.status_code == 200 and dense.json()["results"][0]["id"] == "pw"
+            finally:
+                release.set()
+            await busy
+
+    asyncio.run(scenario())
