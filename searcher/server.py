@@ -6,8 +6,9 @@ Each served index has reader threads that answer searches side by side, a writer
 upserts and deletes under the index's writer lock, and a `QueryBatcher` thread that embeds the queries of
 concurrent searches in shared forward passes. Every reader and the writer has its own `Index` over the same
 files (SQLite connections belong to one thread); all share one loaded model. A dense or hybrid search waits
-for its vectors from the batcher, then ranks on a reader; a keyword search goes straight to a reader, so it
-never waits behind the model. SQLite's WAL lets readers go on while the writer writes, and a reader applies
+for its vectors from the batcher, then ranks on a reader (or, finding the batcher idle, is embedded and
+ranked on its thread at once); a keyword search goes straight to a reader, so it never waits behind the
+model. SQLite's WAL lets readers go on while the writer writes, and a reader applies
 the writer's changes to its vectors at its next search (see `vectorfile`).
 
 Time is bounded everywhere a client could hold the server: a request's headers and body must arrive within
