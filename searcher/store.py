@@ -198,6 +198,8 @@ class DocumentStore:
 
     def upgrade(self) -> None:
         """Add what a format-1 file lacks (writers only, under the writer lock); nothing is embedded again."""
+        if self._has_spans and self._logs_removals:
+            return  # format 2 when opened (or last upgraded): its columns and table are never taken away
         tables = {
             table: {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")} for table in FORMAT_2_COLUMNS
         }
@@ -207,8 +209,8 @@ class DocumentStore:
             for column in columns
             if column.split()[0] not in tables[table]
         ]
-        if not missing and self._logs_removals:
-            return
+        # Even with nothing missing (another process upgraded the file since this one read its format), the
+        # format is read again below: spans and removals are then read and logged as that process does.
         with self._write_errors(), self.db.conn:
             for table, column in missing:
                 self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
