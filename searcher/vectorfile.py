@@ -23,7 +23,7 @@ import numpy as np
 from .errors import IndexCorruptError
 from .manifest import Manifest
 from .store import Changes, DocumentStore
-from .vectors import VectorIndex, resolve_type
+from .vectors import Excluded, VectorIndex, resolve_type
 
 log = logging.getLogger("searcher")
 # A compaction comes once the vectors added or removed since the file was saved pass this share of the index
@@ -41,7 +41,7 @@ class LiveVectors:
         self.generation = generation  # the store generation these vectors reflect
         self.last_id = int(base.ids()[-1]) if len(base) else 0  # rowids only grow: past it, all is new
         self._base_last = self.last_id
-        self._hidden = np.empty(0, dtype=np.int64)  # base ids removed since, sorted
+        self._hidden = Excluded(np.empty(0, dtype=np.int64))  # base ids removed since, sorted
         self._added_ids = np.empty(0, dtype=np.int64)
         self._added = np.empty((0, base.dimension), dtype=np.float32)
         self._recent = VectorIndex.empty(base.dimension)  # the added vectors, searched exactly
@@ -50,7 +50,8 @@ class LiveVectors:
         """Take in a write (or several): the REMOVED ids leave, ADDED vectors come in under ADDED_IDS."""
         removed = np.asarray(removed, dtype=np.int64)
         in_base = removed[removed <= self._base_last]
-        self._hidden = np.union1d(self._hidden, in_base)
+        if len(in_base):
+            self._hidden = Excluded(np.union1d(self._hidden.ids, in_base))
         gone = np.isin(self._added_ids, removed)
         if gone.any():
             self._recent.remove(self._added_ids[gone])
@@ -81,7 +82,7 @@ class LiveVectors:
         structure that can remove); else None."""
         if self.base.read_only or (len(self._hidden) and not self.base.removes):
             return None
-        self.base.remove(self._hidden)
+        self.base.remove(self._hidden.ids)
         if len(self._added_ids):
             self.base.add(self._added_ids, self._added)
         return self.base
@@ -89,7 +90,7 @@ class LiveVectors:
     def ids(self) -> np.ndarray:
         """The ids searched, sorted."""
         kept = self.base.ids()
-        return np.union1d(kept[~np.isin(kept, self._hidden)], self._added_ids)
+        return np.union1d(kept[~np.isin(kept, self._hidden.ids)], self._added_ids)
 
     def __len__(self) -> int:
         return len(self.base) - len(self._hidden) + len(self._added_ids)

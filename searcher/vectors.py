@@ -72,6 +72,20 @@ def default_nprobe(cells: int) -> int:
     return min(cells, max(8, cells // 16))
 
 
+class Excluded:
+    """Ids to leave out of searches, with the FAISS selector that leaves them out, built once rather than by
+    each search (0.3 ms for 10,000 ids)."""
+
+    def __init__(self, ids: np.ndarray) -> None:
+        self.ids = np.asarray(ids, dtype=np.int64)
+        # The batch is kept here: the selector holds only a C++ pointer to it.
+        self._batch = faiss.IDSelectorBatch(self.ids) if len(self.ids) else None
+        self.selector = faiss.IDSelectorNot(self._batch) if self._batch is not None else None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
 class VectorIndex:
     """One of the FAISS structures above, searched by inner product, saved by atomic file replacement."""
 
@@ -193,7 +207,7 @@ class VectorIndex:
         vector: np.ndarray,
         k: int,
         exact: Callable[[np.ndarray], np.ndarray] | None = None,
-        excluded: np.ndarray | None = None,
+        excluded: Excluded | None = None,
     ) -> list[tuple[int, float]]:
         """The K nearest (id, cosine) pairs for one normalized VECTOR, best first, none of the EXCLUDED ids.
 
@@ -208,10 +222,8 @@ class VectorIndex:
         # OpenMP workers costs more than they save. The setting is the calling thread's own, so restored.
         faiss.omp_set_num_threads(1)
         try:
-            # The batch is kept in a local while the search runs: the selector holds only a C++ pointer to it.
-            leave_out = np.empty(0, dtype=np.int64) if excluded is None else np.asarray(excluded, dtype=np.int64)
-            batch = faiss.IDSelectorBatch(leave_out) if len(leave_out) else None
-            parameters = self._parameters(faiss.IDSelectorNot(batch)) if batch is not None else None
+            selector = excluded.selector if excluded is not None else None
+            parameters = self._parameters(selector) if selector is not None else None
             scores, ids = self._index.search(query, k * RERANK_DEPTH if rescore else k, params=parameters)
         finally:
             faiss.omp_set_num_threads(threads)
