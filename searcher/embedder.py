@@ -14,11 +14,12 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import torch
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 from huggingface_hub import snapshot_download
 from huggingface_hub.errors import LocalEntryNotFoundError
 from torch.ao.quantization import quantize_dynamic
-from transformers import AutoModel, AutoTokenizer, PretrainedConfig
+from transformers import AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedModel
 from transformers.utils import logging as transformers_logging
 
 from .config import BATCH_SIZE, BATCH_TOKENS, BUNDLED_MODEL, PRECISIONS, EmbeddingSettings
@@ -58,6 +59,7 @@ STREAM_DOCUMENTS = 4096
 # Tokens neighbouring passages share, unless told otherwise (at most half of a shorter window): the best of
 # 0, 32, 64 and 96 on SciFact's train split, by a hair (benchmarks/passages.py).
 CHUNK_OVERLAP = 96
+T = TypeVar("T")
 MIN_CHUNK = 16  # tokens in a window, at least: shorter ones hold too little to be found by
 
 # A document to embed: its text, the heading (title, FAQ question) that text starts with, its other wordings.
@@ -128,15 +130,39 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
-def use_one_thread() -> None:
-    """Run the calling thread's model work on one CPU thread, starting no OpenMP team of its own.
+class _ModelThread:
+    """The one thread of this process that runs torch: every model load, forward pass and training step.
 
-    Each thread that runs torch on several CPU threads keeps a team of OpenMP workers, and a second live team
-    slows the first one's every parallel step: a one-query forward pass took 2.9 ms with one team on a 2-core
-    CPU and 6.3 ms once another thread had run the model too. A server whose writer thread also embeds
-    (upserts) keeps the fast, multi-threaded model thread for queries by putting the writer on one thread.
+    Each thread that runs torch on several CPU threads keeps a team of OpenMP workers, and a second team
+    slows the first one's every parallel step; setting one thread's torch to a single CPU thread sets every
+    thread's. On a 2-core CPU a one-query forward pass took 2.9 ms with one team, 6.2 ms once a second thread
+    had run the model too, and 3.9 ms once any thread had asked torch for one CPU thread. A server embedding
+    queries on one thread and upserts on another therefore hands both to this thread, whatever thread asks.
     """
-    torch.set_num_threads(1)
+
+    def __init__(self) -> None:
+        self._executor: ThreadPoolExecutor | None = None
+        self._ident: int | None = None
+        self._lock = threading.Lock()
+        os.register_at_fork(after_in_child=self._forget)  # a forked child has no such thread: it starts its own
+
+    def run(self, work: Callable[[], T]) -> T:
+        """WORK's answer, run on the model thread (at once when called from it); its exception if it raises."""
+        if threading.get_ident() == self._ident:
+            return work()
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="searcher-model")
+                self._ident = self._executor.submit(threading.get_ident).result()
+            executor = self._executor
+        return executor.submit(work).result()
+
+    def _forget(self) -> None:
+        self._executor = self._ident = None
+        self._lock = threading.Lock()
+
+
+on_model_thread = _ModelThread().run
 
 
 def cpu_runs_bf16() -> bool:
@@ -287,10 +313,8 @@ class Embedder:
         try:
             with quiet_transformers():
                 self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
-                loaded = AutoModel.from_pretrained(self.model_dir)
-            self.model = _with_precision(loaded.to(self.device).eval(), self.precision)
             # Kept apart: on a torch Module, `model.config` types as a tensor or submodule.
-            self.config: PretrainedConfig = loaded.config
+            self.config, self.model = on_model_thread(self._load_model)
         except Exception as error:  # transformers, torch and safetensors refuse unreadable files in many classes
             raise ModelError(f"cannot load model {model!r} from {self.model_dir}: {error}".splitlines()[0]) from None
         self.layer, self.pooling = resolve_pooling(self.model_dir, settings.layer, settings.pooling)
@@ -312,6 +336,13 @@ class Embedder:
         # A fast tokenizer changes its own truncation settings on each call, and refuses to be used from two
         # threads at once ("Already borrowed"); the model's forward pass has no such state.
         self._tokenizer_lock = threading.Lock()
+
+    def _load_model(self) -> tuple[PretrainedConfig, torch.nn.Module]:
+        """The model's configuration, and the model as it runs: on the device, in inference mode, in the
+        precision asked for."""
+        with quiet_transformers():
+            loaded = AutoModel.from_pretrained(self.model_dir)
+        return loaded.config, _with_precision(loaded.to(self.device).eval(), self.precision)
 
     @property
     def spec(self) -> EmbeddingSpec:
@@ -560,6 +591,9 @@ class Embedder:
 
     def hidden_states(self, encoding: Encoding) -> np.ndarray:
         """Every hidden state of one encoded text: shape (layers + 1, tokens, hidden); index 0 = embeddings."""
+        return on_model_thread(lambda: self._hidden_states(encoding))
+
+    def _hidden_states(self, encoding: Encoding) -> np.ndarray:
         ids = torch.tensor([encoding.ids], device=self.device)
         mask = torch.tensor([encoding.mask], device=self.device)
         inputs = {"input_ids": ids, "attention_mask": mask}
@@ -570,6 +604,9 @@ class Embedder:
         return torch.stack(states)[:, 0].float().cpu().numpy()
 
     def _forward(self, ids: list[list[int]]) -> np.ndarray:
+        return on_model_thread(lambda: self._forward_here(ids))
+
+    def _forward_here(self, ids: list[list[int]]) -> np.ndarray:
         with torch.inference_mode():
             return self._vectors(self.model, ids).cpu().numpy()
 
@@ -603,9 +640,7 @@ class ContrastiveTrainer:
     def __init__(self, embedder: Embedder, steps: int, learning_rate: float, seed: int) -> None:
         torch.manual_seed(seed)  # dropout's masks: the same seed and data give the same weights
         self.embedder = embedder
-        with quiet_transformers():
-            loaded = AutoModel.from_pretrained(embedder.model_dir)
-        self.model = loaded.float().to(embedder.device).train()
+        self.model = on_model_thread(self._load_copy)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=learning_rate, weight_decay=0.01)
         warmup = max(1, round(steps * WARMUP_FRACTION))
         self.schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -614,8 +649,16 @@ class ContrastiveTrainer:
         # bf16 needs no loss scaling and halves the time on CPUs with bf16 kernels; fp16 would, so it trains fp32.
         self.autocast = embedder.precision == "bf16"
 
+    def _load_copy(self) -> PreTrainedModel:
+        with quiet_transformers():
+            loaded = AutoModel.from_pretrained(self.embedder.model_dir)
+        return loaded.float().to(self.embedder.device).train()
+
     def step(self, queries: Sequence[str], positives: Sequence[str]) -> float:
         """One optimizer step on a batch of (query, positive) pairs; returns the batch's loss."""
+        return on_model_thread(lambda: self._step(queries, positives))
+
+    def _step(self, queries: Sequence[str], positives: Sequence[str]) -> float:
         device = self.embedder.device
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.autocast):
             similarities = self._vectors(queries) @ self._vectors(positives).T

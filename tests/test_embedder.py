@@ -1,14 +1,17 @@
 import json
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 from conftest import declare_trained_pooling
 from safetensors.torch import load_file, save_file
 
+import searcher.embedder
 from searcher import EmbeddingSettings
-from searcher.embedder import Embedder, model_fingerprint
+from searcher.embedder import Embedder, model_fingerprint, on_model_thread
 from searcher.errors import ConfigError, ModelError
 
 SENTENCES = [
@@ -167,3 +170,34 @@ def test_using_the_embedder_leaves_the_host_applications_transformers_logging_al
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["20"]  # logging.INFO, as the application set it
+
+
+def test_every_forward_pass_runs_on_one_thread_whichever_thread_asks(tiny_model, monkeypatch):
+    """A second thread running torch would start a second OpenMP team, which slows every pass of the first."""
+    ran_on = set()
+    forward = searcher.embedder.Embedder._forward_here
+
+    def recorded(self, ids):
+        ran_on.add(threading.get_ident())
+        return forward(self, ids)
+
+    monkeypatch.setattr(searcher.embedder.Embedder, "_forward_here", recorded)
+    embedder = load(str(tiny_model))
+    alone = embedder.embed(SENTENCES)
+    with ThreadPoolExecutor(4) as callers:
+        answers = list(callers.map(lambda text: embedder.embed([text])[0], SENTENCES * 4))
+    np.testing.assert_allclose(np.stack(answers), np.concatenate([alone] * 4), atol=1e-5)
+    assert len(ran_on) == 1 and ran_on != {threading.get_ident()}
+    assert ran_on == {on_model_thread(threading.get_ident)}
+
+
+def test_work_already_on_the_model_thread_runs_there_at_once():
+    assert on_model_thread(lambda: on_model_thread(threading.get_ident)) == on_model_thread(threading.get_ident)
+
+
+def test_an_exception_on_the_model_thread_reaches_the_caller():
+    def fail():
+        raise ValueError("no")
+
+    with pytest.raises(ValueError, match="no"):
+        on_model_thread(fail)

@@ -2,6 +2,9 @@
 time budget, and keyword searches that never wait for the model."""
 
 import asyncio
+import gc
+import os
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -10,8 +13,9 @@ import httpx
 import numpy as np
 import pytest
 import uvicorn
+from fastapi.testclient import TestClient
 from test_reliability_server import async_client
-from test_server import DOCS, free_port
+from test_server import DOCS, free_port, wait_ready
 from typer.testing import CliRunner
 
 import searcher.server
@@ -427,3 +431,66 @@ def test_a_lone_dense_search_is_answered_on_the_models_thread_while_the_readers_
             await busy
 
     asyncio.run(scenario())
+
+
+def test_connections_on_a_socket_handed_over_as_to_workers_send_without_delay(home):
+    """`--workers N` gives each worker a listening socket whose protocol reads 0, on which asyncio would leave
+    Nagle's algorithm on: each kept-alive answer would then wait ~40 ms for the client's delayed ACK."""
+    accepted = []
+
+    class Recorded(UVICORN_OPTIONS["http"]):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            accepted.append(transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+    config = uvicorn.Config(
+        create_app(ServerConfig(("faq",), str(home))), port=free_port(), **(UVICORN_OPTIONS | {"http": Recorded})
+    )
+    listening = config.bind_socket()  # as uvicorn's supervisor binds it for its workers
+    assert listening.proto == 0
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listening]})
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert time.monotonic() < deadline, "never started"
+            time.sleep(0.05)
+        with httpx.Client(base_url=f"http://127.0.0.1:{config.port}") as http:
+            assert http.get("/healthz").status_code == 200
+        assert accepted and all(accepted)
+    finally:
+        server.should_exit = True
+        thread.join(60)
+        listening.close()
+
+
+def test_each_worker_model_takes_its_share_of_the_cores(home, monkeypatch):
+    import uvicorn as uvicorn_module
+
+    seen = {}
+
+    def fake_run(app, **options):
+        seen["threads"] = os.environ.get(searcher.server.THREADS_VARIABLE)
+        seen["workers"] = options["workers"]
+
+    monkeypatch.setattr(uvicorn_module, "run", fake_run)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.delenv(searcher.server.THREADS_VARIABLE, raising=False)
+    searcher.server.run(ServerConfig(("faq",), str(home)), "127.0.0.1", free_port(), 4)
+    assert seen == {"threads": "2", "workers": 4}
+    assert searcher.server.THREADS_VARIABLE not in os.environ  # set for the workers' lifetime only
+    monkeypatch.setenv(searcher.server.THREADS_VARIABLE, "3")  # the user's own choice stands
+    searcher.server.run(ServerConfig(("faq",), str(home)), "127.0.0.1", free_port(), 4)
+    assert seen["threads"] == "3" and os.environ[searcher.server.THREADS_VARIABLE] == "3"
+
+
+def test_once_ready_the_loaded_models_are_left_out_of_garbage_collections(home):
+    """A full collection walking a loaded model's objects stopped every thread for ~300 ms."""
+    gc.unfreeze()
+    with TestClient(create_app(ServerConfig(("faq",), str(home)))) as client:
+        wait_ready(client)
+        frozen = gc.get_freeze_count()
+        assert frozen > 10_000
+        assert client.post("/v1/search", json={"index": "faq", "query": "reset my password"}).status_code == 200
+    gc.unfreeze()

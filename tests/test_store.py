@@ -153,3 +153,15 @@ def test_a_file_that_is_not_sqlite_is_refused(tmp_path):
     (tmp_path / "docs.sqlite").write_bytes(b"garbage" * 1000)
     with pytest.raises(IndexCorruptError, match="not a readable index database"):
         DocumentStore.open(tmp_path / "docs.sqlite")
+
+
+def test_the_manifest_read_is_fresh_after_this_connections_writes_and_anothers(store):
+    reader = DocumentStore.open(store.path)
+    assert reader.manifest()["model"] == "m"
+    store.update_manifest({"model": "other"})
+    assert store.manifest()["model"] == "other"  # this connection's own write
+    assert reader.manifest()["model"] == "other"  # another connection's
+    reader.manifest()["model"] = "changed by a caller"
+    assert reader.manifest()["model"] == "other"
+    written(store, store.upsert_documents, docs(("a", "alpha", {})))
+    assert reader.manifest()["documents"] == store.manifest()["documents"] == 1
