@@ -27,6 +27,7 @@ import sqlite_utils
 from .config import LOG_DAYS
 from .errors import ConfigError, EmptyQueryError, IndexWriteError, OutputError
 from .paths import QUERY_LOG_FILE
+from .sources import LONE_SURROGATE
 
 if TYPE_CHECKING:
     from .search import Hit
@@ -148,7 +149,7 @@ class QueryLog:
         rows = [
             (
                 entry.time,
-                entry.query,
+                _text(entry.query),
                 entry.mode,
                 None if entry.filters is None else json.dumps(entry.filters, ensure_ascii=False),
                 json.dumps([{"id": document, "score": score} for document, score in entry.hits]),
@@ -171,7 +172,7 @@ class QueryLog:
         with _write_errors(self.path), self.db.conn:
             self.db.conn.execute(
                 "INSERT INTO feedback (time, query, document, helpful) VALUES (?, ?, ?, ?)",
-                (when, query, id, int(helpful)),
+                (when, _text(query), _text(id), int(helpful)),
             )
             self._delete_before(_now() - self.retention_days * DAY_S)
 
@@ -240,6 +241,12 @@ class QueryLog:
 
     def close(self) -> None:
         self.db.close()
+
+    def __enter__(self) -> QueryLog:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 class LogWriter:
@@ -356,6 +363,12 @@ def _logged_query(row: tuple) -> LoggedQuery:
         best_score,
         bool(below_threshold),
     )
+
+
+def _text(text: str) -> str:
+    """TEXT as SQLite can store it (UTF-8): a lone surrogate, half a UTF-16 pair, becomes U+FFFD rather than
+    failing the whole batch it came in."""
+    return LONE_SURROGATE.sub("\ufffd", text)
 
 
 def _check_days(days: float) -> None:

@@ -382,6 +382,7 @@ class ServedIndex:
 
     async def feedback(self, request: FeedbackRequest) -> None:
         """Store REQUEST's feedback (through the log writer), within REQUEST_BUDGET_S."""
+        check_query(request.query)  # here, so that a refused request leaves no file behind
         stored = self.log.feedback(request.query, request.id, request.helpful)
         await self._until(asyncio.wrap_future(stored), time.monotonic() + REQUEST_BUDGET_S)
 
