@@ -401,7 +401,7 @@ class Index:
             ranker.hits(text, ranker.rank(text, vector, options), threshold, mode)
             for text, vector in zip(texts, rows, strict=True)
         ]
-        if log or (log is None and manifest.log_queries):
+        if texts and (log or (log is None and manifest.log_queries)):
             self.query_log().record(logged_queries(texts, found, mode, filters))
         return found
 

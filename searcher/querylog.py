@@ -67,8 +67,8 @@ class LoggedQuery:
             query,
             mode,
             filters,
-            [(hit.id, hit.score) for hit in hits],
-            hits[0].score if hits else None,
+            [(hit.id, float(hit.score)) for hit in hits],
+            float(hits[0].score) if hits else None,
             bool(hits) and hits[0].below_threshold,
         )
 
@@ -119,7 +119,7 @@ class QueryLog:
             db = sqlite_utils.Database(sqlite3.connect(path, timeout=BUSY_TIMEOUT_S))
             db.enable_wal()
             with db.conn:
-                db["queries"].create(
+                db.table("queries").create(
                     {
                         "id": int,
                         "time": float,
@@ -134,14 +134,14 @@ class QueryLog:
                     not_null={"time", "query", "mode", "hits", "below_threshold"},
                     if_not_exists=True,
                 )
-                db["queries"].create_index(["time"], if_not_exists=True)
-                db["feedback"].create(
+                db.table("queries").create_index(["time"], if_not_exists=True)
+                db.table("feedback").create(
                     {"id": int, "time": float, "query": str, "document": str, "helpful": int},
                     pk="id",
                     not_null={"time", "query", "document", "helpful"},
                     if_not_exists=True,
                 )
-                db["feedback"].create_index(["time"], if_not_exists=True)
+                db.table("feedback").create_index(["time"], if_not_exists=True)
         return cls(db, path, retention_days)
 
     def record(self, entries: Sequence[LoggedQuery]) -> None:
@@ -178,8 +178,9 @@ class QueryLog:
 
     def entries(self, since: float | None = None) -> list[LoggedQuery]:
         """The logged questions, oldest first; only those asked at SINCE (unix seconds) or later, if given."""
-        where, values = ("WHERE time >= ?", [since]) if since is not None else ("", [])
-        rows = self.db.execute(f"SELECT {COLUMNS} FROM queries {where} ORDER BY time, id", values).fetchall()
+        since_sql = "" if since is None else "WHERE time >= ?"
+        values: list[float] = [] if since is None else [since]
+        rows = self.db.execute(f"SELECT {COLUMNS} FROM queries {since_sql} ORDER BY time, id", values).fetchall()
         return [_logged_query(row) for row in rows]
 
     def latest(self, count: int) -> list[LoggedQuery]:
@@ -233,11 +234,12 @@ class QueryLog:
 
     def _delete_before(self, cutoff: float | None) -> int:
         """Delete the rows of both tables older than CUTOFF (all of them for None), in the caller's transaction."""
-        where, values = ("", []) if cutoff is None else (" WHERE time < ?", [cutoff])
-        removed = 0
-        for table in ("queries", "feedback"):
-            removed += self.db.conn.execute(f"DELETE FROM {table}{where}", values).rowcount
-        return removed
+        before_sql = "" if cutoff is None else " WHERE time < ?"
+        values: list[float] = [] if cutoff is None else [cutoff]
+        return sum(
+            self.db.conn.execute(f"DELETE FROM {table}{before_sql}", values).rowcount
+            for table in ("queries", "feedback")
+        )
 
     def close(self) -> None:
         self.db.close()
