@@ -13,6 +13,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -49,6 +50,7 @@ from .writes import AddReport
 
 console = Console()
 errors = Console(stderr=True)
+LATEST_QUESTIONS = 20  # questions `searcher log NAME` shows
 
 
 class OneLineErrors(TyperGroup):
@@ -498,6 +500,17 @@ def serve(
         bool,
         typer.Option("--metrics-public", help="Serve /metrics without the API key (to a scraper that has none)."),
     ] = False,
+    log_queries: Annotated[
+        bool,
+        typer.Option(
+            "--log-queries",
+            help="Log every served index's questions (their text, mode, filters and hits) whatever its own setting.",
+        ),
+    ] = False,
+    log_days: Annotated[
+        int | None,
+        typer.Option("--log-days", min=1, help="Days the question log keeps a row (default: each index's own)."),
+    ] = None,
     insecure: Annotated[
         bool,
         typer.Option(
@@ -511,7 +524,7 @@ def serve(
     from .server import ServerConfig, is_loopback, run
 
     config = ServerConfig(tuple(names), str(home) if home else None, api_key_env, tuple(cors_origins or ()))
-    config = replace(config, metrics_public=metrics_public)
+    config = replace(config, metrics_public=metrics_public, log_queries=log_queries, log_days=log_days)
     if lock_timeout is not None:
         config = replace(config, lock_timeout=lock_timeout)
     if readers is not None:
@@ -526,6 +539,74 @@ def serve(
     config.check()  # before announcing: a missing index or key ends in its own message, not after "Serving"
     say(f"Serving {', '.join(names)} at http://{host}:{port} (API docs: /docs); Ctrl+C stops")
     run(config, host, port, workers)
+
+
+@app.command("log")
+def log_command(
+    name: IndexArgument,
+    enabled: Annotated[
+        bool | None,
+        typer.Option("--on/--off", help="Log this index's questions (their text, mode, filters and hits), or stop."),
+    ] = None,
+    days: Annotated[int | None, typer.Option("--days", min=1, help="Days the log keeps a row.")] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Delete every logged question and feedback.")] = False,
+    json_output: JsonOption = False,
+    home: HomeOption = None,
+) -> None:
+    """Show the question log's setting and latest questions, after --on/--off/--days change the setting and
+    --clear empties the log."""
+    with Index.open(name, home) as target:
+        if enabled is not None or days is not None:
+            target.set_logging(target.manifest.log_queries if enabled is None else enabled, days)
+        if clear:
+            removed = target.query_log().clear()
+            say(f"Cleared the question log of {name}: {removed:,} rows removed", errors if json_output else console)
+        manifest = target.manifest
+        latest = target.query_log().latest(LATEST_QUESTIONS)
+    if json_output:
+        queries = [entry.as_json() for entry in latest]
+        _print_json({"index": name, "logging": manifest.log_queries, "days": manifest.log_days, "queries": queries})
+        return
+    state = "on" if manifest.log_queries else "off"
+    say(f"Question log of {name}: {state}, rows kept {manifest.log_days:,} days")
+    if not latest:
+        say("No questions logged.")
+        return
+    table = Table("time", "query", "mode", "best id", "best score", "under threshold", title="latest questions")
+    for entry in latest:
+        best = entry.hits[0] if entry.hits else None
+        table.add_row(
+            datetime.fromtimestamp(entry.time).strftime("%Y-%m-%d %H:%M:%S"),
+            _snippet(entry.query, 60),
+            entry.mode,
+            best[0] if best else "",
+            f"{best[1]:.3f}" if best else "",
+            "yes" if entry.below_threshold else "",
+        )
+    console.print(table)
+
+
+@app.command()
+def feedback(
+    name: IndexArgument,
+    query_text: Annotated[str | None, typer.Option("--query", help="The question the feedback is about.")] = None,
+    document: Annotated[str | None, typer.Option("--id", help="The id of the document that was offered.")] = None,
+    unhelpful: Annotated[bool, typer.Option("--unhelpful", help="The document did not answer the question.")] = False,
+    export: Annotated[
+        Path | None,
+        typer.Option("--export", help='Write the helpful pairs as {"query", "id"} lines for `searcher tune --pairs`.'),
+    ] = None,
+    home: HomeOption = None,
+) -> None:
+    """Record whether a document answered a question, or --export the helpful pairs for tuning."""
+    with Index.open(name, home) as target:
+        if export is not None:
+            say(f"Wrote {target.query_log().export_pairs(export):,} helpful pairs to {export}")
+            return
+        if query_text is None or document is None:
+            raise ConfigError("give --query and --id to record feedback, or --export FILE")
+        target.query_log().feedback(query_text, document, not unhelpful)
+    say(f"Recorded that {document} was {'not ' if unhelpful else ''}helpful for that question in {name}")
 
 
 @app.command()

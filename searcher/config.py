@@ -25,6 +25,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 INDEX_TYPES = ("auto", "flat", "ivf", "ivfpq", "hnsw")
 BATCH_SIZE = 64  # texts per forward pass, at most
 BATCH_TOKENS = 16384  # padded tokens per forward pass, at most
+LOG_DAYS = 90  # days the question log keeps a row, unless the index or `searcher serve --log-days` says otherwise
 
 
 @dataclasses.dataclass(frozen=True)

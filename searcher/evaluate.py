@@ -266,7 +266,9 @@ def calibrate(index: Index, dataset: BeirDataset, target: float, mode: str = "de
     if not 0 < target <= 1:
         raise ConfigError(f"precision must be between 0 and 1, got {target}")
     outcomes = []
-    for query_id, best in zip(dataset.queries, index.search_many(list(dataset.queries.values()), 1, mode), strict=True):
+    # Judged questions are not customers': they stay out of the question log whatever the index's setting.
+    found = index.search_many(list(dataset.queries.values()), 1, mode, log=False)
+    for query_id, best in zip(dataset.queries, found, strict=True):
         outcomes.append((best[0].score, best[0].id in dataset.qrels[query_id]) if best else (float("-inf"), False))
     threshold, precision, coverage = choose_threshold(outcomes, target)
     calibration = Calibration(mode, threshold, target, precision, coverage, len(outcomes))

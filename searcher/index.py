@@ -26,7 +26,7 @@ from .errors import (
     IndexWriteError,
     ModelMismatchError,
 )
-from .manifest import Manifest, new_manifest
+from .manifest import VALID_VALUES, Manifest, new_manifest
 from .paths import (
     DOCS_FILE,
     VECTORS_FILE,
@@ -36,6 +36,7 @@ from .paths import (
     is_index,
     writer_lock,
 )
+from .querylog import QueryLog, logged_queries
 from .search import KEYWORD_WEIGHT, Hit, Ranker, SearchOptions, check_query
 from .sources import Record
 from .store import FORMAT, DocumentStore, StoredDocument, VectorOwner, document_owners
@@ -66,6 +67,7 @@ class Index:
         self.lock_timeout = lock_timeout  # seconds a writer waits for another one; None: as long as it takes
         self._embedder: Embedder | None = None
         self._writer_depth = 0  # how many `writing` blocks of this object hold the writer lock
+        self._query_log: QueryLog | None = None
         self._vectors = VectorFile(path / VECTORS_FILE, store, self.name)
 
     @property
@@ -357,9 +359,10 @@ class Index:
         min_score: float | None = None,
         keyword_weight: float = KEYWORD_WEIGHT,
         filters: dict[str, Any] | None = None,
+        log: bool | None = None,
     ) -> list[Hit]:
         """The K best documents for TEXT, best first: `search_many` of one query."""
-        return self.search_many([text], k, mode, min_score, keyword_weight, filters)[0]
+        return self.search_many([text], k, mode, min_score, keyword_weight, filters, log=log)[0]
 
     def search_many(
         self,
@@ -370,6 +373,7 @@ class Index:
         keyword_weight: float = KEYWORD_WEIGHT,
         filters: dict[str, Any] | None = None,
         vectors: np.ndarray | None = None,
+        log: bool | None = None,
     ) -> list[list[Hit]]:
         """The K best documents for each of TEXTS, best first, at least MIN_SCORE, among those whose fields
         pass FILTERS; all queries go through the model in one forward pass.
@@ -379,6 +383,9 @@ class Index:
         index's calibrated threshold for the mode are marked `below_threshold`. FILTERS: {field: value} or
         {field: {"in": [values]}} (see `store.filter_sql`). VECTORS, one row per text from `embed_queries`,
         are used instead of the model: the server embeds many requests' queries together elsewhere.
+
+        LOG: write the questions and their hits to the question log (`query_log`); None: if the index's
+        `log_queries` setting is on.
         """
         for text in texts:
             check_query(text)
@@ -390,10 +397,13 @@ class Index:
             vectors = self.embed_queries(texts)
         rows = [None] * len(texts) if vectors is None else vectors
         threshold = manifest.threshold(mode)
-        return [
+        found = [
             ranker.hits(text, ranker.rank(text, vector, options), threshold, mode)
             for text, vector in zip(texts, rows, strict=True)
         ]
+        if texts and (log or (log is None and manifest.log_queries)):
+            self.query_log().record(logged_queries(texts, found, mode, filters))
+        return found
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         """TEXTS as query vectors, one row each, in one forward pass: what `search_many` takes as VECTORS.
@@ -411,6 +421,27 @@ class Index:
                 "calibration": manifest.calibration | {mode: calibration},
             }
         )
+
+    def set_logging(self, enabled: bool, days: int | None = None) -> None:
+        """Turn the question log on or off for searches that do not say (see `search_many`'s LOG), and keep
+        its rows DAYS days (unchanged if None)."""
+        settings: dict[str, Any] = {"log_queries": enabled}
+        if days is not None:
+            valid, what = VALID_VALUES["log_days"]
+            if not valid(days):
+                raise ConfigError(f"the question log's days {days!r} {what}")
+            settings["log_days"] = days
+        with self._writer_lock():
+            self._store.update_manifest(settings)
+        if days is not None and self._query_log is not None:
+            self._query_log.retention_days = days
+
+    def query_log(self) -> QueryLog:
+        """The index's question log (queries.sqlite beside docs.sqlite, created if missing), kept for the
+        index's `log_days`."""
+        if self._query_log is None:
+            self._query_log = QueryLog.open(self.path, self.manifest.log_days)
+        return self._query_log
 
     def check(self, repair: bool = False) -> list[str]:
         """What is wrong with the index (empty: nothing); with REPAIR, first rebuild what can be rebuilt.
@@ -487,6 +518,9 @@ class Index:
         return index_info(self.path, self._store)
 
     def close(self) -> None:
+        if self._query_log is not None:
+            self._query_log.close()
+            self._query_log = None
         self._store.close()
 
     def __enter__(self) -> Index:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import version
 from typing import Any
 
-from .config import INDEX_TYPES, POOLINGS, PRECISIONS, EmbeddingSettings
+from .config import INDEX_TYPES, LOG_DAYS, POOLINGS, PRECISIONS, EmbeddingSettings
 from .errors import ConfigError, IndexCorruptError
 from .vectors import check_search_params
 
@@ -31,6 +31,8 @@ OLDER_INDEX_DEFAULTS: dict[str, Any] = {
     "documents": 0,
     "chunk": 0,  # written before passages: every text was one vector, cut to the model's limit
     "chunk_overlap": 0,
+    "log_queries": False,  # the question log is opt-in (see `querylog`)
+    "log_days": LOG_DAYS,
 }
 
 
@@ -82,6 +84,8 @@ class Manifest:
     vectors_generation: int | None  # the generation the FAISS file on disk reflects
     thresholds: dict[str, float] = field(default_factory=dict)  # per search mode: under it, "no good match"
     calibration: dict[str, Any] = field(default_factory=dict)
+    log_queries: bool = False  # searches are written to the question log unless a caller says otherwise
+    log_days: int = LOG_DAYS  # how long the question log keeps a row
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -101,6 +105,8 @@ class Manifest:
             vectors_generation=values["vectors_generation"],
             thresholds=values["thresholds"],
             calibration=values["calibration"],
+            log_queries=values["log_queries"],
+            log_days=values["log_days"],
             raw=values,
         )
 
@@ -153,6 +159,8 @@ VALID_VALUES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "format": (_integer, "is not an integer"),
     "chunk": (lambda value: _integer(value) and value >= 0, "is not a number of tokens"),
     "chunk_overlap": (lambda value: _integer(value) and value >= 0, "is not a number of tokens"),
+    "log_queries": (lambda value: isinstance(value, bool), "is not true or false"),
+    "log_days": (_positive, "is not a positive integer"),
 }
 
 

@@ -15,6 +15,7 @@ from .errors import ConfigError, IndexLockedError, IndexNotFoundError, IndexWrit
 
 DOCS_FILE = "docs.sqlite"
 VECTORS_FILE = "vectors.faiss"
+QUERY_LOG_FILE = "queries.sqlite"  # the question log, apart from docs.sqlite (see `querylog`)
 LOCK_FILE = "write.lock"
 # A new docs.sqlite is written under this name and renamed into place whole (writers only, under the lock).
 STAGED_DOCS_FILE = ".docs.sqlite.new"

@@ -5,7 +5,9 @@ fastapi, starlette, pydantic, uvicorn and prometheus-client are imported here an
 Each served index has reader threads that answer searches side by side, a writer thread that applies
 upserts and deletes under the index's writer lock, and a `QueryBatcher` thread that embeds the queries of
 concurrent searches in shared forward passes. Every reader and the writer has its own `Index` over the same
-files (SQLite connections belong to one thread); all share one loaded model. A dense or hybrid search waits
+files (SQLite connections belong to one thread); all share one loaded model. A `LogWriter` thread stores
+logged questions and feedback in the index's question log (queries.sqlite), in batches: a search hands its
+entry over and is answered without waiting for that write. A dense or hybrid search waits
 for its vectors from the batcher, then ranks on a reader (or, finding the batcher idle, is embedded and
 ranked on its thread at once); a keyword search goes straight to a reader, so it never waits behind the
 model. SQLite's WAL lets readers go on while the writer writes, and a reader applies
@@ -65,7 +67,9 @@ from .errors import (
     SourceError,
 )
 from .index import Index
+from .manifest import VALID_VALUES
 from .paths import existing_index_path
+from .querylog import LogWriter, logged_queries
 from .search import SEARCH_MODES, check_query, search_response
 from .search import SearchOptions as RankingOptions
 from .sources import Record
@@ -122,7 +126,8 @@ T = TypeVar("T")
 class ServerConfig:
     """What `searcher serve` serves and how: index names, their home, the API key's variable, CORS origins,
     how long a request waits for another process's writer lock and for its turn (seconds), reader threads per
-    index, and whether /metrics is open to callers without the key."""
+    index, whether /metrics is open to callers without the key, whether every index's questions are logged
+    (else those of indexes whose setting says so) and for how many days (else each index's own)."""
 
     indexes: tuple[str, ...]
     home: str | None = None
@@ -132,11 +137,16 @@ class ServerConfig:
     queue_timeout: float = QUEUE_TIMEOUT_S
     readers: int = READERS
     metrics_public: bool = False
+    log_queries: bool = False
+    log_days: int | None = None
 
     def check(self) -> str | None:
         """The API key, after making sure every index exists, there are readers, and the key's variable is set."""
         if self.readers < 1:
             raise ConfigError(f"an index needs at least one reader thread, got {self.readers}")
+        valid_days, what = VALID_VALUES["log_days"]
+        if self.log_days is not None and not valid_days(self.log_days):
+            raise ConfigError(f"--log-days {self.log_days!r} {what}")
         for name in self.indexes:
             existing_index_path(name, self.home)
         if self.api_key_env is None:
@@ -206,6 +216,13 @@ class UpsertRequest(Strict):
 
 class DeleteRequest(Strict):
     ids: list[str] = Field(min_length=1, max_length=MAX_DOCUMENTS)
+
+
+class FeedbackRequest(Strict):
+    index: str
+    query: Query
+    id: Annotated[str, Field(min_length=1)]
+    helpful: Annotated[bool, Field(strict=True)]
 
 
 class IndexThreads:
@@ -283,12 +300,14 @@ class IndexThreads:
 
 
 class ServedIndex:
-    """One index behind the API: reader threads answering side by side, one writer thread, and a batcher
-    embedding concurrent searches' queries together; one loaded model for all of them."""
+    """One index behind the API: reader threads answering side by side, one writer thread, a batcher
+    embedding concurrent searches' queries together (one loaded model for all of them), and a log writer
+    storing the questions, when they are logged, and feedback."""
 
     def __init__(self, name: str, config: ServerConfig, metrics: Metrics) -> None:
         self.name = name
         self.queue_timeout = config.queue_timeout
+        self._log_every_search = config.log_queries
         self._documents = metrics.documents.labels(name)
         with ExitStack() as undo:  # a failed load leaves no thread behind
             self._writer = IndexThreads(name, "write", 1, lambda: _writer_index(name, config))
@@ -313,6 +332,8 @@ class ServedIndex:
             self.readers = IndexThreads(name, "read", config.readers, open_reader)
             undo.callback(self.readers.close)
             self._documents.set(self.readers.submit(len).result())
+            path, log_days = self.readers.submit(lambda index: (index.path, index.manifest.log_days)).result()
+            self.log = LogWriter(path, config.log_days or log_days, name)
             undo.pop_all()
         metrics.embed_queue.labels(name).set_function(lambda: self.batcher.waiting_texts)
         metrics.read_queue.labels(name).set_function(lambda: self.readers.waiting)
@@ -335,13 +356,38 @@ class ServedIndex:
         vectors = None
         if options.needs_vector:
             vectors = await self._until(asyncio.wrap_future(self.batcher.submit(queries)), deadline)
-        return await self.read(lambda index: _search(index, request, queries, vectors), deadline)
+        return await self.read(lambda index: self._answer(index, request, queries, vectors), deadline)
 
     def _search_alone(self, request: SearchOptions, queries: list[str]) -> list[dict[str, Any]]:
         """QUERIES embedded and ranked on the batcher's thread, with its own index."""
-        answer = _search(self._alone, request, queries, None)
+        answer = self._answer(self._alone, request, queries, None)
         self._batch_texts.observe(len(queries))
         return answer
+
+    def _answer(
+        self, index: Index, options: SearchOptions, queries: list[str], vectors: np.ndarray | None
+    ) -> list[dict[str, Any]]:
+        """QUERIES answered as `searcher query --json` answers one, with their VECTORS for dense and hybrid.
+
+        Logged when the server or the index says so: through the log writer, as readers never write.
+        """
+        found = index.search_many(
+            queries, options.k, options.mode, options.min_score, filters=options.filter, vectors=vectors, log=False
+        )
+        manifest = index.manifest
+        if self._log_every_search or manifest.log_queries:
+            self.log.log(logged_queries(queries, found, options.mode, options.filter))
+        threshold = manifest.threshold(options.mode)
+        return [
+            search_response(index.name, query, options.mode, threshold, hits)
+            for query, hits in zip(queries, found, strict=True)
+        ]
+
+    async def feedback(self, request: FeedbackRequest) -> None:
+        """Store REQUEST's feedback (through the log writer), within REQUEST_BUDGET_S."""
+        check_query(request.query)  # here, so that a refused request leaves no file behind
+        stored = self.log.feedback(request.query, request.id, request.helpful)
+        await self._until(asyncio.wrap_future(stored), time.monotonic() + REQUEST_BUDGET_S)
 
     async def read(self, work: Callable[[Index], T], deadline: float | None = None) -> T:
         """WORK's answer from a reader, by DEADLINE (time.monotonic(); REQUEST_BUDGET_S from now by default)."""
@@ -387,7 +433,7 @@ class ServedIndex:
     def close(self) -> None:
         self.readers.close()
         self.batcher.run(self._alone.close).result()  # on the thread that opened it, as SQLite wants
-        for part in (self.batcher, self._writer):
+        for part in (self.batcher, self._writer, self.log):
             part.close()
 
 
@@ -403,7 +449,7 @@ def _with_model(index: Index) -> Index:
 
 def _warmed(index: Index, vectors: np.ndarray) -> Index:
     """INDEX, its vectors loaded by a first search: paid before ready rather than by a client."""
-    index.search_many([WARM_UP_QUERY], k=1, vectors=vectors)
+    index.search_many([WARM_UP_QUERY], k=1, vectors=vectors, log=False)
     return index
 
 
@@ -530,6 +576,13 @@ def create_app(config: ServerConfig) -> FastAPI:
         deleted = await indexes.get(name).write(lambda index: index.delete(request.ids))
         return {"deleted": sorted(deleted), "not_found": sorted(set(request.ids) - set(deleted))}
 
+    @app.post("/v1/feedback", tags=["feedback"])
+    async def feedback(request: FeedbackRequest) -> dict[str, bool]:
+        """Record whether a document answered a question, for `searcher feedback --export` and tuning; kept
+        whether or not questions are logged."""
+        await indexes.get(request.index).feedback(request)
+        return {"recorded": True}
+
     @app.get("/v1/indexes", tags=["indexes"])
     async def list_served() -> dict[str, Any]:
         """The served indexes and their document counts."""
@@ -647,20 +700,6 @@ def _model_name(model: str) -> str:
     server's paths."""
     path = Path(model).expanduser()
     return path.name if path.is_absolute() or model.startswith(".") or path.is_dir() else model
-
-
-def _search(
-    index: Index, options: SearchOptions, queries: list[str], vectors: np.ndarray | None
-) -> list[dict[str, Any]]:
-    """QUERIES answered as `searcher query --json` answers one, with their VECTORS for dense and hybrid."""
-    found = index.search_many(
-        queries, options.k, options.mode, options.min_score, filters=options.filter, vectors=vectors
-    )
-    threshold = index.manifest.threshold(options.mode)
-    return [
-        search_response(index.name, query, options.mode, threshold, hits)
-        for query, hits in zip(queries, found, strict=True)
-    ]
 
 
 def _add_error_handlers(app: FastAPI) -> None:
