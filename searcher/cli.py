@@ -38,6 +38,7 @@ from .config import BATCH_SIZE, BATCH_TOKENS, Settings, load_settings
 from .demo import run_demo
 from .errors import ConfigError, IndexCorruptError, InvalidFilterError, OutputError, SearcherError, SourceError
 from .evaluate import RETRIEVAL_METRICS, STS_METRICS, BeirDataset, calibrate, evaluate, load_dataset, sweep
+from .inbox import CONFUSABLE_SIMILARITY, SAMPLE_QUESTIONS, span_seconds
 from .index import Index, describe_index
 from .inspect import ContextReport, PairCosine, inspector
 from .passages import MAX_PASSAGES
@@ -607,6 +608,76 @@ def feedback(
             raise ConfigError("give --query and --id to record feedback, or --export FILE")
         target.query_log().feedback(query_text, document, not unhelpful)
     say(f"Recorded that {document} was {'not ' if unhelpful else ''}helpful for that question in {name}")
+
+
+@app.command()
+def inbox(
+    name: IndexArgument,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Only questions asked in this past span: 30m, 12h, 7d, 2w.")
+    ] = None,
+    min_score: Annotated[
+        float | None,
+        typer.Option("--min-score", help='The "not covered" cut, instead of the one `searcher calibrate` stored.'),
+    ] = None,
+    json_output: JsonOption = False,
+    home: HomeOption = None,
+) -> None:
+    """The logged questions the index does not cover, grouped by meaning, biggest group first, each with its
+    nearest entry and a suggestion: add the questions as a wording of it, or write a new entry."""
+    asked_after = None if since is None else time.time() - span_seconds(since)
+    with Index.open(name, home) as target:
+        groups = target.inbox(asked_after, min_score)
+    if json_output:
+        _print_json({"index": name, "groups": [group.as_json() for group in groups]})
+        return
+    if not groups:
+        say(f"No uncovered questions in the log of {name}" + (f" over the last {since}" if since else ""))
+        return
+    table = Table("size", "questions", "nearest entry", "score", "suggestion", title=f"inbox of {name}")
+    for group in groups:
+        shown = "\n".join(_snippet(question, 70) for question in group.queries[:SAMPLE_QUESTIONS])
+        more = group.size - min(group.size, SAMPLE_QUESTIONS)
+        table.add_row(
+            str(group.size),
+            shown + (f"\n… and {more:,} more" if more else ""),
+            group.nearest_id or "",
+            "" if group.nearest_score is None else f"{group.nearest_score:.3f}",
+            f"add as a wording of {group.nearest_id}" if group.suggestion == "alternative" else "new entry",
+        )
+    console.print(table)
+
+
+@app.command()
+def audit(
+    name: IndexArgument,
+    min_similarity: Annotated[
+        float,
+        typer.Option("--min-similarity", min=-1.0, max=1.0, help="Entries at least this alike are confusable."),
+    ] = CONFUSABLE_SIMILARITY,
+    json_output: JsonOption = False,
+    home: HomeOption = None,
+) -> None:
+    """Entries the model can barely tell apart, entries no logged question found first, and entries whose own
+    question does not find them first."""
+    with Index.open(name, home) as target:
+        report = target.audit(min_similarity)
+    if json_output:
+        _print_json(report.as_json())
+        return
+    table = Table("entry", "entry", "similarity", title=f"confusable entries of {name} (≥ {min_similarity:g})")
+    for first, second, score in report.confusable:
+        table.add_row(first, second, f"{score:.3f}")
+    console.print(table)
+    say(f"Never found first by a logged question ({len(report.never_matched):,}): " + _ids(report.never_matched))
+    say(
+        f"Not found first by their own question ({len(report.not_self_retrieved):,}): "
+        + _ids(report.not_self_retrieved)
+    )
+
+
+def _ids(ids: list[str], shown: int = 20) -> str:
+    return ", ".join(ids[:shown]) + (f" … and {len(ids) - shown:,} more" if len(ids) > shown else "") or "none"
 
 
 @app.command()

@@ -21,6 +21,7 @@ import numpy as np
 
 from .config import Settings
 from .errors import CalibrationError, ConfigError, SourceError
+from .inbox import not_covered_cut
 from .index import Index
 from .manifest import EmbeddingSpec
 from .search import SEARCH_MODES, Hit
@@ -254,6 +255,7 @@ class Calibration:
     precision: float
     coverage: float
     queries: int
+    not_covered: float | None = None  # the inbox's cut (dense only): see `inbox.not_covered_cut`
 
 
 def calibrate(index: Index, dataset: BeirDataset, target: float, mode: str = "dense") -> Calibration:
@@ -265,13 +267,17 @@ def calibrate(index: Index, dataset: BeirDataset, target: float, mode: str = "de
     """
     if not 0 < target <= 1:
         raise ConfigError(f"precision must be between 0 and 1, got {target}")
-    outcomes = []
+    texts = list(dataset.queries.values())
+    # Dense questions are embedded once: for their threshold and for the inbox's "not covered" cut.
+    vectors = index.embed_queries(texts) if mode == "dense" else None
     # Judged questions are not customers': they stay out of the question log whatever the index's setting.
-    found = index.search_many(list(dataset.queries.values()), 1, mode, log=False)
+    found = index.search_many(texts, 1, mode, vectors=vectors, log=False)
+    outcomes = []
     for query_id, best in zip(dataset.queries, found, strict=True):
         outcomes.append((best[0].score, best[0].id in dataset.qrels[query_id]) if best else (float("-inf"), False))
     threshold, precision, coverage = choose_threshold(outcomes, target)
-    calibration = Calibration(mode, threshold, target, precision, coverage, len(outcomes))
+    not_covered = None if vectors is None else not_covered_cut(vectors, np.array([score for score, _ in outcomes]))
+    calibration = Calibration(mode, threshold, target, precision, coverage, len(outcomes), not_covered)
     index.set_threshold(
         mode,
         calibration.threshold,
@@ -281,7 +287,8 @@ def calibrate(index: Index, dataset: BeirDataset, target: float, mode: str = "de
             "precision": calibration.precision,
             "coverage": calibration.coverage,
             "queries": calibration.queries,
-        },
+        }
+        | ({} if not_covered is None else {"not_covered": not_covered}),
     )
     return calibration
 

@@ -26,6 +26,7 @@ from .errors import (
     IndexWriteError,
     ModelMismatchError,
 )
+from .inbox import CONFUSABLE_SIMILARITY, MAX_QUESTIONS, Audit, Group, confusable_pairs, inbox
 from .manifest import VALID_VALUES, Manifest, new_manifest
 from .paths import (
     DOCS_FILE,
@@ -442,6 +443,53 @@ class Index:
         if self._query_log is None:
             self._query_log = QueryLog.open(self.path, self.manifest.log_days)
         return self._query_log
+
+    def inbox(self, since: float | None = None, min_score: float | None = None) -> list[Group]:
+        """The logged questions (asked at or after SINCE, unix seconds; the newest MAX_QUESTIONS) that the
+        index does not cover, grouped by meaning, biggest group first (see `inbox`).
+
+        A question's coverage is judged on the index as it is now: a gap filled since it was asked no longer
+        shows. MIN_SCORE replaces the "not covered" cut that `calibrate` stores.
+        """
+        cut = self.manifest.not_covered if min_score is None else min_score
+        if cut is None:
+            raise ConfigError(
+                f'index {self.name!r} has no "not covered" cut: run `searcher calibrate` on judged questions '
+                "(dense), or give a minimum score"
+            )
+        questions = [entry.query for entry in self.query_log().entries(since)][-MAX_QUESTIONS:]
+        if not questions:
+            return []
+        vectors = self.embed_queries(questions)
+        best = np.array([entry[1] if entry else -np.inf for entry in self._best_entries(vectors)])
+        return inbox(questions, vectors, best, cut, self._best_entries)
+
+    def audit(self, min_similarity: float = CONFUSABLE_SIMILARITY) -> Audit:
+        """Entries the model can barely tell apart (their first vectors at least MIN_SIMILARITY alike), entries
+        that no logged question found first, and entries whose own heading does not find them first (an entry
+        found first by another with the same heading counts as found: they are listed as confusable)."""
+        firsts: dict[str, np.ndarray] = {}
+        for document, owner, vector in self.stored_vectors():
+            if owner.phrasing is None:
+                firsts.setdefault(document, vector)
+        ids = list(firsts)
+        confusable = confusable_pairs(ids, np.array(list(firsts.values())).reshape(len(ids), -1), min_similarity)
+        matched = {entry.hits[0][0] for entry in self.query_log().entries() if entry.hits}
+        headings = dict(self._store.headings())
+        # An entry's heading asked as a question, in one batch; the answer must be the entry or share its heading.
+        asked = list(headings)
+        found = self.search_many([headings[document] for document in asked], 1, log=False) if asked else []
+        missed = [
+            document
+            for document, hits in zip(asked, found, strict=True)
+            if not hits or (hits[0].id != document and headings.get(hits[0].id) != headings[document])
+        ]
+        return Audit(confusable, [document for document in ids if document not in matched], missed)
+
+    def _best_entries(self, vectors: np.ndarray) -> list[tuple[str, float] | None]:
+        """The best entry (id, score) for each of some query VECTORS; None where the index finds none."""
+        found = self.search_many(["(a vector)"] * len(vectors), 1, vectors=vectors, log=False)
+        return [(hits[0].id, hits[0].score) if hits else None for hits in found]
 
     def check(self, repair: bool = False) -> list[str]:
         """What is wrong with the index (empty: nothing); with REPAIR, first rebuild what can be rebuilt.

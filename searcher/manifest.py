@@ -114,6 +114,12 @@ class Manifest:
         """The calibrated "good match" score for MODE, if one was calibrated."""
         return self.thresholds.get(mode)
 
+    @property
+    def not_covered(self) -> float | None:
+        """The inbox's "not covered" cut, stored by a calibration of dense search (see `inbox`)."""
+        cut = self.calibration.get("dense", {}).get("not_covered")
+        return cut if isinstance(cut, int | float) else None
+
     def as_dict(self) -> dict[str, Any]:
         """Every key, as stored (older indexes' missing keys filled in)."""
         return dict(self.raw)

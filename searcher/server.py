@@ -66,6 +66,7 @@ from .errors import (
     ServerBusyError,
     SourceError,
 )
+from .inbox import CONFUSABLE_SIMILARITY, span_seconds
 from .index import Index
 from .manifest import VALID_VALUES
 from .paths import existing_index_path
@@ -91,6 +92,7 @@ MAX_BODY_BYTES = 8 * 2**20
 LOCK_TIMEOUT_S = 5.0  # a write's wait for another process's writer lock, then 409
 QUEUE_TIMEOUT_S = 10.0  # a request's wait for a reader or the writer of its index to take it up, then 503
 REQUEST_BUDGET_S = 10.0  # a read's whole time in the server (model, then reader), then 503
+REPORT_BUDGET_S = 120.0  # the same for an inbox or an audit (5,000 logged questions embedded, then grouped)
 READERS = 4  # reader threads per index: searches spend much of their time in SQLite and FAISS, outside the GIL
 # Requests waiting per reader or writer thread, past which a request is answered 503 at once: with searches
 # of a few milliseconds each, the last of them waits well under a second.
@@ -597,7 +599,27 @@ def create_app(config: ServerConfig) -> FastAPI:
         manifest = details["manifest"] | {"model": _model_name(details["manifest"]["model"])}
         return JSONResponse({key: value for key, value in details.items() if key != "path"} | {"manifest": manifest})
 
+    @app.get("/v1/indexes/{name}/inbox", tags=["support desk"])
+    async def inbox(name: str, since: str | None = None, min_score: float | None = None) -> JSONResponse:
+        """The logged questions the index does not cover, grouped by meaning (as `searcher inbox --json`).
+        SINCE: only questions of this past span (30m, 12h, 7d, 2w)."""
+        asked_after = None if since is None else time.time() - span_seconds(since)
+        groups = await indexes.get(name).read(lambda index: index.inbox(asked_after, min_score), _report_deadline())
+        return JSONResponse({"index": name, "groups": [group.as_json() for group in groups]})
+
+    @app.get("/v1/indexes/{name}/audit", tags=["support desk"])
+    async def audit(name: str, min_similarity: float = CONFUSABLE_SIMILARITY) -> JSONResponse:
+        """Confusable entries, entries never found first, entries their own question misses (as `searcher audit
+        --json`)."""
+        report = await indexes.get(name).read(lambda index: index.audit(min_similarity), _report_deadline())
+        return JSONResponse(report.as_json())
+
     return app
+
+
+def _report_deadline() -> float:
+    """When an inbox or audit must be answered: each embeds a log's questions or an index's entries."""
+    return time.monotonic() + REPORT_BUDGET_S
 
 
 def app_from_environment() -> FastAPI:

@@ -514,6 +514,11 @@ class DocumentStore:
         rows = self.db.execute("SELECT rowid, id, text, fields FROM documents ORDER BY rowid")
         return (self._document(*row) for row in rows)
 
+    def headings(self) -> Iterator[tuple[str, str]]:
+        """(document id, heading) of every document whose text starts with a heading (a title, an FAQ question)."""
+        rows = self.db.execute(f"SELECT id, substr(text, 1, {self._heading}) FROM documents WHERE {self._heading} > 0")
+        return ((row[0], row[1]) for row in rows)
+
     def owned_vectors(self, dimension: int) -> Iterator[tuple[str, VectorOwner, np.ndarray]]:
         """Every stored vector with its document's external id and its owner."""
         rows = self.db.execute(
