@@ -21,7 +21,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.cluster.hierarchy import fcluster, linkage
 
 from .errors import ConfigError
 
@@ -105,6 +104,8 @@ def not_covered_cut(vectors: np.ndarray, best: np.ndarray) -> float | None:
 def groups(vectors: np.ndarray) -> list[np.ndarray]:
     """Positions of VECTORS grouped by meaning (average linkage, cosine), each group's most central first,
     biggest group first."""
+    from scipy.cluster.hierarchy import fcluster, linkage  # here: the command line starts without SciPy
+
     if len(vectors) < MIN_GROUP:
         return [np.arange(len(vectors))] if len(vectors) else []
     labels = fcluster(linkage(vectors, method="average", metric="cosine"), 1 - GROUP_SIMILARITY, "distance")
