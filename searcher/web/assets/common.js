@@ -47,8 +47,8 @@ function askForKey(message) {
   const form = el(
     "form",
     { id: "key-form", class: "key-form", "aria-labelledby": "key-title" },
-    el("h2", { id: "key-title" }, "API key"),
-    el("p", {}, message, " It is kept in this browser tab only."),
+    el("h2", { id: "key-title" }, "Sign in with an API key"),
+    el("p", {}, message, " It is kept in this browser tab only, until the tab is closed."),
     el("label", { for: "api-key" }, "API key"),
     input,
     el("button", { type: "submit" }, "Use this key"),
