@@ -41,8 +41,8 @@ API_KEY, PUBLIC_KEY = "agent-key", "widget-key"
 THRESHOLD = 0.5  # dense: "I forgot my password" scores 0.69 on its entry, an off-topic question under 0.3
 NOT_COVERED = 0.45
 UNCOVERED_QUESTIONS = ["Can I pay with bitcoin?", "Do you accept cryptocurrency?", "pay using crypto coins"]
-WIDGET_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Help centre</title><link rel="icon" href="data:,">
-<style>input {{ border: 5px solid red }} li {{ color: red }}</style></head>
+WIDGET_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Help centre</title>
+<link rel="icon" href="data:,"><style>input {{ border: 5px solid red }} li {{ color: red }}</style></head>
 <body><h1>Help</h1><script src="{server}/widget.js" data-index="faq" data-public-key="{key}"></script></body></html>"""
 
 
@@ -132,9 +132,8 @@ class Problems:
 def page(browser, server):
     """A page of a new browser context whose tab already holds the API key for the server."""
     context = browser.new_context(viewport={"width": 1280, "height": 800})
-    context.add_init_script(
-        f"if (location.origin === {json.dumps(server)}) sessionStorage.setItem('searcher.api-key', {json.dumps(API_KEY)})"
-    )
+    remember_key = f"sessionStorage.setItem('searcher.api-key', {json.dumps(API_KEY)})"
+    context.add_init_script(f"if (location.origin === {json.dumps(server)}) {remember_key}")
     page = context.new_page()
     page.problems = Problems(page)
     yield page
