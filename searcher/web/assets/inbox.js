@@ -19,7 +19,7 @@ async function load() {
     const headings = await nearestHeadings(index, report.groups);
     groups.replaceChildren(...report.groups.map((group) => groupItem(index, group, headings)));
     status.textContent = report.groups.length
-      ? `${report.groups.length} groups of questions not covered by ${index}`
+      ? `${report.groups.length} group${report.groups.length === 1 ? "" : "s"} of questions not covered by ${index}`
       : `Every logged question is covered by ${index}.`;
   } catch (failure) {
     status.textContent = "";
