@@ -469,7 +469,7 @@ def serve(
         typer.Option(
             "--api-key-env",
             help="Environment variable holding an API key, then required as `Authorization: Bearer KEY` "
-            "on every endpoint but /healthz and /readyz.",
+            "on every endpoint but /healthz, /readyz and the pages (/, /inbox, /audit, /widget.js, /assets).",
         ),
     ] = None,
     workers: Annotated[
