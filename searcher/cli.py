@@ -44,6 +44,7 @@ from .inspect import ContextReport, PairCosine, inspector
 from .passages import MAX_PASSAGES
 from .paths import drop_index, index_path, list_indexes
 from .plots import plot_context, plot_histogram
+from .ratelimit import PUBLIC_RATE
 from .search import Hit, Passage, search_response
 from .sources import read_records
 from .tune import GATE_METRICS, Hyperparameters, TrainingStep, TuneReport, tune
@@ -468,7 +469,7 @@ def serve(
         typer.Option(
             "--api-key-env",
             help="Environment variable holding an API key, then required as `Authorization: Bearer KEY` "
-            "on every endpoint but /healthz and /readyz.",
+            "on every endpoint but /healthz, /readyz and the pages (/, /inbox, /audit, /widget.js, /assets).",
         ),
     ] = None,
     workers: Annotated[
@@ -512,6 +513,22 @@ def serve(
         int | None,
         typer.Option("--log-days", min=1, help="Days the question log keeps a row (default: each index's own)."),
     ] = None,
+    public_key_env: Annotated[
+        str | None,
+        typer.Option(
+            "--public-key-env",
+            help="Environment variable holding a public key for web pages (the /widget.js snippet): it may only "
+            "search, within --public-rate. Needs --api-key-env.",
+        ),
+    ] = None,
+    public_indexes: Annotated[
+        list[str] | None,
+        typer.Option("--public-index", help="An index the public key may search (repeat for several; default all)."),
+    ] = None,
+    public_rate: Annotated[
+        int,
+        typer.Option("--public-rate", min=1, help="Searches a minute the public key allows each client address."),
+    ] = PUBLIC_RATE,
     insecure: Annotated[
         bool,
         typer.Option(
@@ -526,6 +543,9 @@ def serve(
 
     config = ServerConfig(tuple(names), str(home) if home else None, api_key_env, tuple(cors_origins or ()))
     config = replace(config, metrics_public=metrics_public, log_queries=log_queries, log_days=log_days)
+    config = replace(
+        config, public_key_env=public_key_env, public_indexes=tuple(public_indexes or ()), public_rate=public_rate
+    )
     if lock_timeout is not None:
         config = replace(config, lock_timeout=lock_timeout)
     if readers is not None:

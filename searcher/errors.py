@@ -29,6 +29,14 @@ class IndexNotFoundError(SearcherError):
     """No index exists at the given name or path."""
 
 
+class DocumentNotFoundError(SearcherError):
+    """An index holds no document with the given id."""
+
+
+class ForbiddenError(SearcherError):
+    """The caller's key does not allow this request (the public key searches only, and only some indexes)."""
+
+
 class IndexExistsError(SearcherError):
     """An index already exists where a new one was to be created."""
 

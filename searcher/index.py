@@ -20,6 +20,7 @@ import numpy as np
 from .config import BATCH_SIZE, BATCH_TOKENS, Settings
 from .errors import (
     ConfigError,
+    DocumentNotFoundError,
     IndexCorruptError,
     IndexExistsError,
     IndexLockedError,
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     from .embedder import EmbeddedDocuments, Embedder
 
 log = logging.getLogger("searcher")
+MAX_FIELD_VALUES = 50  # past this many distinct values a field is no choice for a filter
 WRITE_CHUNK = 4096  # records planned and embedded together: memory stays bounded whatever the input's size
 
 
@@ -188,6 +190,20 @@ class Index:
     def documents(self) -> Iterator[StoredDocument]:
         """Every stored document (id, text, fields), in the order they were first stored."""
         return self._store.all_documents()
+
+    def document(self, document_id: str) -> dict[str, Any]:
+        """The stored document DOCUMENT_ID as the HTTP API's upserts take it: id, title (its heading), text (the
+        rest), fields and alternative phrasings. DocumentNotFoundError if the index does not hold it."""
+        found = self._store.stored_document(document_id)
+        if found is None:
+            raise DocumentNotFoundError(f"index {self.name!r} holds no document {document_id!r}")
+        stored, heading, phrasings = found
+        title, text = stored.text[:heading], stored.text[heading:].strip()
+        return {"id": stored.id, "title": title, "text": text, "fields": stored.fields, "phrasings": phrasings}
+
+    def field_values(self, limit: int = MAX_FIELD_VALUES) -> dict[str, list[Any]]:
+        """Each stored field's distinct values (scalars), for fields with at most LIMIT of them."""
+        return self._store.field_values(limit)
 
     def stored_vectors(self) -> Iterator[tuple[str, VectorOwner, np.ndarray]]:
         """Every stored vector as (document id, what it embeds: a passage's span or a phrasing, vector)."""

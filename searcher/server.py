@@ -46,18 +46,21 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute, Match, Route
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .batching import QueryBatcher
 from .errors import (
     ConfigError,
+    DocumentNotFoundError,
     EmptyQueryError,
+    ForbiddenError,
     IndexLockedError,
     IndexNotFoundError,
     InputTooLongError,
@@ -71,6 +74,7 @@ from .index import Index
 from .manifest import VALID_VALUES
 from .paths import existing_index_path
 from .querylog import LogWriter, logged_queries
+from .ratelimit import PUBLIC_RATE, RateLimiter
 from .search import SEARCH_MODES, check_query, search_response
 from .search import SearchOptions as RankingOptions
 from .sources import Record
@@ -102,6 +106,16 @@ REQUEST_TIMEOUT_S = 10.0  # from a connection's start, or its previous response,
 KEEP_ALIVE_S = 5  # an idle connection's life between requests
 MAX_HEADER_BYTES = 16 * 2**10  # the request line and headers together
 UNPROTECTED_PATHS = {"/healthz", "/readyz"}
+# The pages for agents and the help centre: they hold no data (the API gives it, with a key), so anyone may
+# load them.
+WEB_DIR = Path(__file__).parent / "web"
+PAGES = {"/": "index.html", "/inbox": "inbox.html", "/audit": "audit.html", "/widget.js": "widget.js"}
+ASSETS_PATH = "/assets"
+# The pages load nothing but their own scripts and styles, and talk to this server alone.
+PAGE_POLICY = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+# What the public key may do: search, nothing else.
+PUBLIC_KEY_ROUTES = {("POST", "/v1/search"), ("POST", "/v1/search/batch")}
+SEARCHABLE_KEY = "searcher.searchable"  # where BearerKey leaves the indexes a public-key request may search
 METRICS_PATH = "/metrics"
 MODE_KEY = "searcher.mode"  # where a search handler leaves its mode in the request's scope, for the metrics
 WARM_UP_QUERY = "warm up"
@@ -117,6 +131,8 @@ CLIENT_ERRORS: dict[type[SearcherError], int] = {
     EmptyQueryError: 400,
     InputTooLongError: 400,
     SourceError: 400,
+    DocumentNotFoundError: 404,
+    ForbiddenError: 403,
     IndexLockedError: 409,
     ServerBusyError: 503,
 }
@@ -129,7 +145,9 @@ class ServerConfig:
     """What `searcher serve` serves and how: index names, their home, the API key's variable, CORS origins,
     how long a request waits for another process's writer lock and for its turn (seconds), reader threads per
     index, whether /metrics is open to callers without the key, whether every index's questions are logged
-    (else those of indexes whose setting says so) and for how many days (else each index's own)."""
+    (else those of indexes whose setting says so) and for how many days (else each index's own), and the
+    public key's variable, the indexes it may search (all served ones if none) and its searches a minute per
+    client address."""
 
     indexes: tuple[str, ...]
     home: str | None = None
@@ -141,9 +159,13 @@ class ServerConfig:
     metrics_public: bool = False
     log_queries: bool = False
     log_days: int | None = None
+    public_key_env: str | None = None
+    public_indexes: tuple[str, ...] = ()
+    public_rate: int = PUBLIC_RATE
 
-    def check(self) -> str | None:
-        """The API key, after making sure every index exists, there are readers, and the key's variable is set."""
+    def check(self) -> Keys:
+        """The API key and the public key, after making sure every index exists, there are readers, and the
+        keys' variables are set."""
         if self.readers < 1:
             raise ConfigError(f"an index needs at least one reader thread, got {self.readers}")
         valid_days, what = VALID_VALUES["log_days"]
@@ -151,12 +173,27 @@ class ServerConfig:
             raise ConfigError(f"--log-days {self.log_days!r} {what}")
         for name in self.indexes:
             existing_index_path(name, self.home)
-        if self.api_key_env is None:
-            return None
-        key = os.environ.get(self.api_key_env, "")
-        if not key:
-            raise ConfigError(f"the API key variable {self.api_key_env} is not set or empty")
-        return key
+        api_key = _key(self.api_key_env, "API key")
+        public_key = _key(self.public_key_env, "public key")
+        if public_key is None:
+            return Keys(api_key, None)
+        if api_key is None:
+            raise ConfigError(
+                "a public key limits what callers may do only if the API key guards the rest: give --api-key-env too"
+            )
+        if hmac.compare_digest(public_key, api_key):
+            raise ConfigError(f"the public key ({self.public_key_env}) must differ from the API key")
+        if self.public_rate < 1:
+            raise ConfigError(f"--public-rate must be at least 1 search a minute, got {self.public_rate}")
+        unserved = sorted(set(self.public_indexes) - set(self.indexes))
+        if unserved:
+            raise ConfigError(f"--public-index names indexes not served: {', '.join(unserved)}")
+        return Keys(api_key, public_key)
+
+    @property
+    def searchable(self) -> frozenset[str]:
+        """The indexes the public key may search."""
+        return frozenset(self.public_indexes or self.indexes)
 
     def to_environment(self) -> str:
         return json.dumps(asdict(self))
@@ -168,6 +205,22 @@ class ServerConfig:
             key: tuple(value) if isinstance(value, list) else value for key, value in values.items()
         }
         return cls(**fields)
+
+
+@dataclass(frozen=True)
+class Keys:
+    api: str | None  # every request but the public paths' needs it, when set
+    public: str | None  # may search, and nothing else
+
+
+def _key(variable: str | None, what: str) -> str | None:
+    """The key in VARIABLE; None if no variable is named. ConfigError if it is unset or empty."""
+    if variable is None:
+        return None
+    key = os.environ.get(variable, "")
+    if not key:
+        raise ConfigError(f"the {what} variable {variable} is not set or empty")
+    return key
 
 
 Query = Annotated[str, Field(min_length=1, max_length=MAX_QUERY_CHARS)]
@@ -503,7 +556,7 @@ class Indexes:
 
 def create_app(config: ServerConfig) -> FastAPI:
     """The API over CONFIG's indexes; they are checked to exist now and loaded once the server runs."""
-    api_key = config.check()
+    keys = config.check()
     metrics = Metrics()
     indexes = Indexes(config, metrics)
 
@@ -519,9 +572,12 @@ def create_app(config: ServerConfig) -> FastAPI:
     _add_error_handlers(app)
     # The last middleware added runs first: metrics (which count every answer), size limit, then CORS (whose
     # preflights carry no key), then the key.
-    if api_key is not None:
-        public = UNPROTECTED_PATHS | ({METRICS_PATH} if config.metrics_public else set())
-        app.add_middleware(BearerKey, key=api_key, public=public)
+    if keys.api is not None:
+        public = UNPROTECTED_PATHS | set(PAGES) | ({METRICS_PATH} if config.metrics_public else set())
+        search_key = None
+        if keys.public is not None:
+            search_key = SearchKey(keys.public.encode(), config.searchable, RateLimiter(config.public_rate))
+        app.add_middleware(BearerKey, key=keys.api, public=public, search_key=search_key)
     if config.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -553,15 +609,21 @@ def create_app(config: ServerConfig) -> FastAPI:
         model load times."""
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    for path, file_name in PAGES.items():
+        app.add_api_route(path, _page(WEB_DIR / file_name), methods=["GET"], include_in_schema=False)
+    app.mount(ASSETS_PATH, StaticFiles(directory=WEB_DIR / "assets"), name="assets")
+
     @app.post("/v1/search", tags=["search"])
     async def search(request: SearchRequest, http: Request) -> JSONResponse:
         """The K best documents for one query, as `searcher query --json` gives them."""
+        _require_searchable(http, request.index)
         http.scope[MODE_KEY] = request.mode
         return JSONResponse((await indexes.get(request.index).search(request, [request.query]))[0])
 
     @app.post("/v1/search/batch", tags=["search"])
     async def search_batch(request: BatchSearchRequest, http: Request) -> JSONResponse:
         """Several queries against one index, answered in order, embedded in one forward pass."""
+        _require_searchable(http, request.index)
         http.scope[MODE_KEY] = request.mode
         return JSONResponse({"results": await indexes.get(request.index).search(request, request.queries)})
 
@@ -599,6 +661,18 @@ def create_app(config: ServerConfig) -> FastAPI:
         manifest = details["manifest"] | {"model": _model_name(details["manifest"]["model"])}
         return JSONResponse({key: value for key, value in details.items() if key != "path"} | {"manifest": manifest})
 
+    @app.get("/v1/indexes/{name}/fields", tags=["indexes"])
+    async def fields(name: str) -> JSONResponse:
+        """Each stored field's distinct values, for filters: fields holding only text, numbers or booleans, at
+        most 50 distinct values each."""
+        return JSONResponse({"fields": await indexes.get(name).read(lambda index: index.field_values())})
+
+    @app.get("/v1/indexes/{name}/documents/{document_id:path}", tags=["documents"])
+    async def document(name: str, document_id: str) -> JSONResponse:
+        """One stored document as an upsert takes it back (id, title, text, fields, phrasings): read, change,
+        PUT."""
+        return JSONResponse(await indexes.get(name).read(lambda index: index.document(document_id)))
+
     @app.get("/v1/indexes/{name}/inbox", tags=["support desk"])
     async def inbox(name: str, since: str | None = None, min_score: float | None = None) -> JSONResponse:
         """The logged questions the index does not cover, grouped by meaning (as `searcher inbox --json`).
@@ -615,6 +689,23 @@ def create_app(config: ServerConfig) -> FastAPI:
         return JSONResponse(report.as_json())
 
     return app
+
+
+def _page(path: Path) -> Callable[[], Any]:
+    """The handler of a page or script from WEB_DIR."""
+
+    async def page() -> FileResponse:
+        headers = {"Content-Security-Policy": PAGE_POLICY} if path.suffix == ".html" else None
+        return FileResponse(path, headers=headers)
+
+    return page
+
+
+def _require_searchable(http: Request, index: str) -> None:
+    """ForbiddenError (403) if the request came with the public key and INDEX is not one it may search."""
+    searchable = http.scope.get(SEARCHABLE_KEY)
+    if searchable is not None and index not in searchable:
+        raise ForbiddenError(f"the public key may not search index {index!r}")
 
 
 def _report_deadline() -> float:
@@ -840,28 +931,64 @@ class Measured:
         return next((route.path for route in routes if route.matches(scope)[0] == Match.FULL), "unmatched")
 
 
-class BearerKey:
-    """Requires `Authorization: Bearer KEY` on every path but PUBLIC ones (the health checks), compared in
-    constant time."""
+@dataclass(frozen=True)
+class SearchKey:
+    """The public key: it may search the SEARCHABLE indexes, as often as LIMITER lets each client address."""
 
-    def __init__(self, app: ASGIApp, key: str, public: set[str]) -> None:
+    key: bytes
+    searchable: frozenset[str]
+    limiter: RateLimiter
+
+
+class BearerKey:
+    """Requires `Authorization: Bearer KEY` on every path but PUBLIC ones (health checks, pages) and the
+    assets, compared in constant time; or the SEARCH_KEY, on searches alone (else 403), within its rate limit
+    (else 429), leaving the indexes it may search in the request's scope for the handlers to check."""
+
+    def __init__(self, app: ASGIApp, key: str, public: set[str], search_key: SearchKey | None = None) -> None:
         self.app = app
         self.key = key.encode()
         self.public = public
+        self.search_key = search_key
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] not in self.public:
-            given = dict(scope["headers"]).get(b"authorization", b"")
-            scheme, _, token = given.partition(b" ")
-            if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self.key):
-                response = JSONResponse(
-                    {"error": "missing or wrong API key: send Authorization: Bearer <key>"},
-                    status_code=401,
-                    headers={"WWW-Authenticate": "Bearer"},
-                )
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http" or self._is_public(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(b"authorization", b"")
+        scheme, _, token = given.partition(b" ")
+        token = token.strip() if scheme.lower() == b"bearer" else b""
+        if hmac.compare_digest(token, self.key):
+            await self.app(scope, receive, send)
+            return
+        if self.search_key is None or not hmac.compare_digest(token, self.search_key.key):
+            refusal = JSONResponse(
+                {"error": "missing or wrong API key: send Authorization: Bearer <key>"},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        elif (scope["method"], scope["path"]) not in PUBLIC_KEY_ROUTES:
+            refusal = JSONResponse({"error": "the public key may only search (POST /v1/search)"}, status_code=403)
+        elif wait := self.search_key.limiter.retry_after(_client_address(scope)):
+            refusal = JSONResponse(
+                {"error": f"too many searches from this address; retry in {wait} s"},
+                status_code=429,
+                headers={"Retry-After": str(wait)},
+            )
+        else:
+            scope[SEARCHABLE_KEY] = self.search_key.searchable
+            await self.app(scope, receive, send)
+            return
+        await refusal(scope, receive, send)
+
+    def _is_public(self, path: str) -> bool:
+        return path in self.public or path.startswith(ASSETS_PATH + "/")
+
+
+def _client_address(scope: Scope) -> str:
+    """The address a request came from (a proxy's, behind one)."""
+    client = scope.get("client")
+    return client[0] if client else "unknown"
 
 
 class BodyLimit:

@@ -65,6 +65,8 @@ FORMAT_2_COLUMNS = {
     "documents": ("heading INTEGER NOT NULL DEFAULT 0",),
 }
 
+# json_each gives a boolean's atom as 1 or 0: its type says which JSON value it was.
+JSON_BOOLEANS = {"true": True, "false": False}
 BUSY_TIMEOUT_S = 60
 FORMAT = 2  # layout of docs.sqlite; raised when a newer searcher changes it
 
@@ -313,6 +315,33 @@ class DocumentStore:
             ids,
         )
         return {row[0]: StoredState(*row[1:]) for row in rows}
+
+    def stored_document(self, document_id: str) -> tuple[StoredDocument, int, list[str]] | None:
+        """The document with DOCUMENT_ID, its heading's length and its alternative phrasings; None if absent."""
+        row = self.db.execute("SELECT rowid FROM documents WHERE id = ?", [document_id]).fetchone()
+        return self.embedding_inputs([row[0]])[0] if row else None
+
+    def field_values(self, limit: int) -> dict[str, list[Any]]:
+        """The distinct values of each stored field whose values are all scalars (text, numbers, booleans) and
+        at most LIMIT apart from null, sorted: the choices a filter on it can offer."""
+        rows = self.db.execute(
+            """
+            WITH field_values AS (
+                SELECT DISTINCT field.key AS name, field.type AS type, field.atom AS value
+                FROM documents, json_each(documents.fields) AS field WHERE field.type != 'null'
+            )
+            SELECT name, type, value FROM field_values WHERE name IN (
+                SELECT name FROM field_values GROUP BY name
+                HAVING count(*) <= ? AND sum(type IN ('object', 'array')) = 0
+            )
+            ORDER BY name, value
+            """,
+            [limit],
+        )
+        values: dict[str, list[Any]] = {}
+        for name, kind, value in rows:
+            values.setdefault(name, []).append(JSON_BOOLEANS.get(kind, value))
+        return values
 
     def document_keys(self) -> np.ndarray:
         """`document_key` of every stored document that has its text's vectors, sorted (int64)."""
