@@ -1,14 +1,13 @@
 """Feedback on answers: recorded over HTTP and by `searcher feedback`, exported as the pairs `searcher tune
 --pairs` reads, the latest word on a pair winning."""
 
-import time
-
 import pytest
 from fastapi.testclient import TestClient
+from test_query_log import run
+from test_server import wait_ready
 from typer.testing import CliRunner
 
 from searcher import Record
-from searcher.cli import app as cli_app
 from searcher.errors import EmptyQueryError
 from searcher.querylog import QueryLog
 from searcher.server import ServerConfig, create_app
@@ -28,17 +27,6 @@ def home(tiny_index):
     index = tiny_index(DOCS, "faq")
     index.close()
     return index.path.parent
-
-
-def run(*args):
-    return runner.invoke(cli_app, [str(arg) for arg in args])
-
-
-def wait_ready(client, timeout=60):
-    deadline = time.monotonic() + timeout
-    while client.get("/readyz").status_code != 200:
-        assert time.monotonic() < deadline, "never ready"
-        time.sleep(0.05)
 
 
 def test_helpful_pairs_are_distinct_and_the_latest_feedback_wins(tmp_path):

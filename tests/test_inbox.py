@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from test_query_log import wait_ready
+from test_server import wait_ready
 from typer.testing import CliRunner
 
 from searcher import Index, Record

@@ -6,6 +6,7 @@ import time
 
 import pytest
 from fastapi.testclient import TestClient
+from test_server import wait_ready
 from typer.testing import CliRunner
 
 from searcher import Index, Record
@@ -30,13 +31,6 @@ def index(tiny_index):
 
 def run(*args):
     return runner.invoke(cli_app, [str(arg) for arg in args])
-
-
-def wait_ready(client, timeout=60):
-    deadline = time.monotonic() + timeout
-    while client.get("/readyz").status_code != 200:
-        assert time.monotonic() < deadline, "never ready"
-        time.sleep(0.05)
 
 
 def test_nothing_is_logged_by_default(index):
