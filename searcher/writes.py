@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Generator, Iterable
+from contextlib import closing
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import TypeVar
@@ -60,8 +61,8 @@ class Embedded:
     model_seconds: float = 0.0
 
 
-# Embeds the records to store (those new or changed), in batches.
-Embed = Callable[[list[Record]], Iterable[Embedded]]
+# Embeds the records to store (those new or changed), in batches; closed once the writer is done with them.
+Embed = Callable[[list[Record]], Generator[Embedded, None, None]]
 
 
 @dataclass
@@ -99,7 +100,7 @@ class AddPlan:
         }
 
 
-def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
+def chunked(items: Iterable[T], size: int) -> Generator[list[T], None, None]:
     """ITEMS in lists of SIZE (the last may be shorter)."""
     stream = iter(items)
     while chunk := list(islice(stream, size)):
@@ -196,17 +197,18 @@ class Writer:
                     self._store.upsert_documents([_row(record) for record in chunk_plan.fields_only])
                 changed = True
             reembed = {record.id for record in chunk_plan.changed}
-            for batch in embed(chunk_plan.pending):
-                with self._store.transaction():
-                    dropped, added_ids = self._store_embedded(batch, reembed)
-                self._vectors.apply(dropped, added_ids, batch.vectors)
-                changed = changed or bool(batch.records)
-                truncated += batch.truncated
-                model_seconds += batch.model_seconds
-                passages += sum(map(len, batch.spans))
-                split += sum(len(spans) > 1 for spans in batch.spans)
-                if progress:
-                    progress(len(batch.records))
+            with closing(embed(chunk_plan.pending)) as batches:
+                for batch in batches:
+                    with self._store.transaction():
+                        dropped, added_ids = self._store_embedded(batch, reembed)
+                    self._vectors.apply(dropped, added_ids, batch.vectors)
+                    changed = changed or bool(batch.records)
+                    truncated += batch.truncated
+                    model_seconds += batch.model_seconds
+                    passages += sum(map(len, batch.spans))
+                    split += sum(len(spans) > 1 for spans in batch.spans)
+                    if progress:
+                        progress(len(batch.records))
             settled = received - len(chunk_plan.pending)  # unchanged, fields only, empty or repeated
             if progress and settled:
                 progress(settled)
