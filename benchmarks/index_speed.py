@@ -4,19 +4,37 @@
 
 Each dataset is indexed into a fresh temporary home exactly as `searcher index DATASET` does
 (read, tokenize, embed, store in SQLite, save FAISS). Prints one row per dataset.
+
+    python benchmarks/index_speed.py --before ../wt-base --datasets ../shared/datasets [--repeats 3]
+
+compares the whole `searcher index` command (a new process each time: start-up, model load, reading,
+tokenizing, forward passes, SQLite, FAISS) of the code in the checkout BEFORE (another worktree, say of
+main) with this checkout's, on the first 2,000 SciFact documents and on the STS-B dev and test sentences,
+the two alternating run after run; each cell is the median of the repeats. The header names the CPU's
+flags: compare ratios from one run, not times from different machines.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
 
+import machine  # benchmarks/machine.py: this script's own folder is first on the path
 import torch
 
 from searcher import Index, Settings, load_settings, read_records
+from searcher.evaluate import load_sts
+
+HERE = Path(__file__).resolve().parent.parent  # this checkout
+SCIFACT_DOCS = 2000
 
 
 def measure(dataset: str, settings: Settings) -> dict:
@@ -38,12 +56,90 @@ def measure(dataset: str, settings: Settings) -> dict:
     }
 
 
+def compare_corpora(datasets: Path, directory: Path, scifact_docs: int) -> dict[str, tuple[Path, int]]:
+    """The first SCIFACT_DOCS SciFact documents and the STS-B dev and test sentences as JSONL sources in
+    DIRECTORY: name -> (file, documents)."""
+    scifact = []
+    for record in read_records(datasets / "scifact" / "corpus.jsonl"):
+        scifact.append({"id": record.id, "text": record.text})
+        if len(scifact) == scifact_docs:
+            break
+    sentences = [
+        text
+        for split in ("sts-dev.csv", "sts-test.csv")
+        for a, b, _ in load_sts(datasets / "stsbenchmark" / split)
+        for text in (a, b)
+    ]
+    corpora = {
+        f"SciFact first {len(scifact):,} docs": scifact,
+        f"STS-B dev+test sentences ({len(sentences):,})": [{"id": str(i), "text": t} for i, t in enumerate(sentences)],
+    }
+    files = {}
+    for number, (name, rows) in enumerate(corpora.items()):
+        path = directory / f"corpus-{number}.jsonl"
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+        files[name] = (path, len(rows))
+    return files
+
+
+def command_seconds(checkout: Path, source: Path, precision: str) -> float:
+    """Wall time of `searcher index SOURCE` run from CHECKOUT's code in a new process, into a new home."""
+    with tempfile.TemporaryDirectory(prefix="searcher-bench-") as home:
+        command = [sys.executable, "-m", "searcher", "index", str(source), "--index", "bench", "--home", home]
+        environment = os.environ | {"PYTHONPATH": str(checkout), "HF_HUB_OFFLINE": "1"}
+        started = time.perf_counter()
+        subprocess.run([*command, "--precision", precision], check=True, capture_output=True, env=environment, cwd=home)
+        return time.perf_counter() - started
+
+
+def compare(before: Path, datasets: Path, repeats: int, precision: str, scifact_docs: int) -> None:
+    """Docs/s of the whole `searcher index` command, BEFORE's code against this checkout's."""
+    versions = {"before": before.resolve(), "after": HERE}
+    commits = {
+        name: subprocess.run(
+            ["git", "-C", str(path), "describe", "--always", "--dirty"], capture_output=True, text=True
+        ).stdout.strip()
+        for name, path in versions.items()
+    }
+    print(machine.cpu_line(f"precision {precision}, {repeats} runs each, alternating"))
+    print(f"# before: {versions['before']} ({commits['before']}), after: {HERE} ({commits['after']})")
+    print("| corpus | docs | before s | before docs/s | after s | after docs/s | after/before |")
+    print("|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory(prefix="searcher-corpora-") as directory:
+        for name, (source, documents) in compare_corpora(datasets, Path(directory), scifact_docs).items():
+            times: dict[str, list[float]] = {version: [] for version in versions}
+            for _ in range(repeats):
+                for version, checkout in versions.items():
+                    times[version].append(command_seconds(checkout, source, precision))
+            median = {version: statistics.median(seconds) for version, seconds in times.items()}
+            print(
+                f"| {name} | {documents:,} | {median['before']:.1f} | {documents / median['before']:,.1f} | "
+                f"{median['after']:.1f} | {documents / median['after']:,.1f} | "
+                f"{median['before'] / median['after']:.3f}× |",
+                flush=True,
+            )
+            print(f"# runs (s): {json.dumps({v: [round(t, 2) for t in ts] for v, ts in times.items()})}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("datasets", nargs="+", help="BEIR directories (corpus.jsonl) or any searcher source")
+    parser.add_argument("datasets", nargs="*", help="BEIR directories (corpus.jsonl) or any searcher source")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto")
+    parser.add_argument("--before", type=Path, help="a checkout of the code to compare this one's with")
+    parser.add_argument(
+        "--datasets", dest="datasets_dir", type=Path, help="with --before: the folder of scifact/ and stsbenchmark/"
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="with --before: runs of each command")
+    parser.add_argument("--scifact-docs", type=int, default=SCIFACT_DOCS, help="with --before: SciFact documents")
     args = parser.parse_args()
+    if args.before:
+        if not args.datasets_dir:
+            parser.error("--before needs --datasets")
+        compare(args.before, args.datasets_dir, args.repeats, args.precision, args.scifact_docs)
+        return
+    if not args.datasets:
+        parser.error("name at least one dataset, or --before and --datasets")
     settings = load_settings(device=args.device, precision=args.precision)
     print(
         f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
