@@ -444,13 +444,14 @@ class Index:
 
     def set_threshold(self, mode: str, threshold: float, calibration: dict[str, Any]) -> None:
         """Store the score under which MODE's hits are marked as no good match, and how it was chosen."""
-        manifest = self.manifest
-        self._store.update_manifest(
-            {
-                "thresholds": manifest.thresholds | {mode: threshold},
-                "calibration": manifest.calibration | {mode: calibration},
-            }
-        )
+        with self._writer_lock():  # read, merged and written as one: another mode's calibration is not lost
+            manifest = self.manifest
+            self._store.update_manifest(
+                {
+                    "thresholds": manifest.thresholds | {mode: threshold},
+                    "calibration": manifest.calibration | {mode: calibration},
+                }
+            )
 
     def set_logging(self, enabled: bool, days: int | None = None) -> None:
         """Turn the question log on or off for searches that do not say (see `search_many`'s LOG), and keep

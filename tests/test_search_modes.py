@@ -8,8 +8,9 @@ from typer.testing import CliRunner
 
 from searcher import Index, Record
 from searcher.cli import app
-from searcher.errors import CalibrationError, ConfigError
+from searcher.errors import CalibrationError, ConfigError, IndexLockedError
 from searcher.evaluate import BeirDataset, calibrate, choose_threshold
+from searcher.paths import writer_lock
 
 DOCS = [
     Record(
@@ -175,3 +176,14 @@ def test_calibrate_command(index, tmp_path):
     assert result.exit_code == 0, result.output
     assert "top-1 precision 1.000" in result.stdout
     assert Index.open(index.path).manifest.calibration["dense"]["queries"] == len(DOCS)
+
+
+def test_a_threshold_is_stored_under_the_writer_lock(index):
+    """Thresholds of all modes live in one manifest value: read, merged and written as one, so that two
+    calibrations at once (two processes, two modes) cannot lose one of them."""
+    index.set_threshold("dense", 0.5, {"dataset": "first"})
+    with Index.open(index.path, lock_timeout=0.1) as other, writer_lock(index.path):
+        with pytest.raises(IndexLockedError):
+            other.set_threshold("keyword", 3.0, {"dataset": "second"})
+    index.set_threshold("keyword", 3.0, {"dataset": "second"})
+    assert index.manifest.thresholds == {"dense": 0.5, "keyword": 3.0}
