@@ -38,7 +38,7 @@ from .config import BATCH_SIZE, BATCH_TOKENS, Settings, load_settings
 from .demo import run_demo
 from .errors import ConfigError, IndexCorruptError, InvalidFilterError, OutputError, SearcherError, SourceError
 from .evaluate import RETRIEVAL_METRICS, STS_METRICS, BeirDataset, calibrate, evaluate, load_dataset, sweep
-from .inbox import CONFUSABLE_SIMILARITY, SAMPLE_QUESTIONS, span_seconds
+from .inbox import CONFUSABLE_SIMILARITY, SAMPLE_QUESTIONS, asked_after
 from .index import Index, describe_index
 from .inspect import ContextReport, PairCosine, inspector
 from .passages import MAX_PASSAGES
@@ -645,9 +645,9 @@ def inbox(
 ) -> None:
     """The logged questions the index does not cover, grouped by meaning, biggest group first, each with its
     nearest entry and a suggestion: add the questions as a wording of it, or write a new entry."""
-    asked_after = None if since is None else time.time() - span_seconds(since)
+    start = asked_after(since)  # a bad span is refused before the index is opened
     with Index.open(name, home) as target:
-        groups = target.inbox(asked_after, min_score)
+        groups = target.inbox(start, min_score)
     if json_output:
         _print_json({"index": name, "groups": [group.as_json() for group in groups]})
         return

@@ -17,6 +17,7 @@ No model here: the index embeds and searches, this module only compares vectors.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -54,6 +55,11 @@ def span_seconds(text: str) -> float:
     if not seconds > 0:
         raise ConfigError(f"invalid span {text!r}: it must be more than nothing")
     return seconds
+
+
+def asked_after(span: str | None) -> float | None:
+    """The unix time SPAN (such as 7d) ago, from which questions count; None (all of them) without a span."""
+    return None if span is None else time.time() - span_seconds(span)
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,7 @@ from .errors import (
     ServerBusyError,
     SourceError,
 )
-from .inbox import CONFUSABLE_SIMILARITY, span_seconds
+from .inbox import CONFUSABLE_SIMILARITY, asked_after
 from .index import Index
 from .manifest import VALID_VALUES
 from .paths import existing_index_path
@@ -677,8 +677,8 @@ def create_app(config: ServerConfig) -> FastAPI:
     async def inbox(name: str, since: str | None = None, min_score: float | None = None) -> JSONResponse:
         """The logged questions the index does not cover, grouped by meaning (as `searcher inbox --json`).
         SINCE: only questions of this past span (30m, 12h, 7d, 2w)."""
-        asked_after = None if since is None else time.time() - span_seconds(since)
-        groups = await indexes.get(name).read(lambda index: index.inbox(asked_after, min_score), _report_deadline())
+        start = asked_after(since)
+        groups = await indexes.get(name).read(lambda index: index.inbox(start, min_score), _report_deadline())
         return JSONResponse({"index": name, "groups": [group.as_json() for group in groups]})
 
     @app.get("/v1/indexes/{name}/audit", tags=["support desk"])
