@@ -487,7 +487,7 @@ class Index:
                 f'index {self.name!r} has no "not covered" cut: run `searcher calibrate` on judged questions '
                 "(dense), or give a minimum score"
             )
-        questions = [entry.query for entry in self.query_log().entries(since)][-MAX_QUESTIONS:]
+        questions = [entry.query for entry in reversed(self.query_log().latest(MAX_QUESTIONS, since))]
         if not questions:
             return []
         vectors = self.embed_queries(questions)
@@ -504,7 +504,7 @@ class Index:
                 firsts.setdefault(document, vector)
         ids = list(firsts)
         confusable = confusable_pairs(ids, np.array(list(firsts.values())).reshape(len(ids), -1), min_similarity)
-        matched = {entry.hits[0][0] for entry in self.query_log().entries() if entry.hits}
+        matched = self.query_log().first_hits()
         headings = dict(self._store.headings())
         # An entry's heading asked as a question, in one batch; the answer must be the entry or share its heading.
         asked = list(headings)

@@ -183,10 +183,19 @@ class QueryLog:
         rows = self.db.execute(f"SELECT {COLUMNS} FROM queries {since_sql} ORDER BY time, id", values).fetchall()
         return [_logged_query(row) for row in rows]
 
-    def latest(self, count: int) -> list[LoggedQuery]:
-        """The COUNT questions logged last, newest first."""
-        rows = self.db.execute(f"SELECT {COLUMNS} FROM queries ORDER BY time DESC, id DESC LIMIT ?", [count])
+    def latest(self, count: int, since: float | None = None) -> list[LoggedQuery]:
+        """The COUNT questions logged last (at SINCE or later, if given), newest first."""
+        since_sql = "" if since is None else "WHERE time >= ?"
+        values: list[float] = [] if since is None else [since]
+        rows = self.db.execute(
+            f"SELECT {COLUMNS} FROM queries {since_sql} ORDER BY time DESC, id DESC LIMIT ?", [*values, count]
+        )
         return [_logged_query(row) for row in rows.fetchall()]
+
+    def first_hits(self) -> set[str]:
+        """The ids of the documents that some logged question found first."""
+        rows = self.db.execute("SELECT DISTINCT json_extract(hits, '$[0].id') FROM queries WHERE hits != '[]'")
+        return {row[0] for row in rows}
 
     def feedback_entries(self) -> list[Feedback]:
         """Every feedback kept, oldest first."""

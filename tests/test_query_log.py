@@ -86,6 +86,15 @@ def logged(query, days_ago):
     return LoggedQuery(time.time() - days_ago * DAY_S, query, "dense", None, [("pw", 0.5)], 0.5, False)
 
 
+def test_the_latest_questions_since_a_time_and_the_documents_found_first(tmp_path):
+    with QueryLog.open(tmp_path) as log:
+        log.record([logged("first", 3), logged("second", 2), logged("third", 1)])
+        log.record([LoggedQuery(time.time(), "no hit", "dense", None, [], None, False)])
+        assert [row.query for row in log.latest(2)] == ["no hit", "third"]
+        assert [row.query for row in log.latest(5, since=time.time() - 2.5 * DAY_S)] == ["no hit", "third", "second"]
+        assert log.first_hits() == {"pw"}
+
+
 def test_rows_past_the_retention_are_deleted_as_new_ones_come(tmp_path):
     log = QueryLog.open(tmp_path, retention_days=7)
     log.record([logged("old", 8), logged("recent", 6)])
