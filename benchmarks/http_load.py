@@ -155,12 +155,12 @@ def model_throughput(texts: list[str]) -> tuple[dict[str, Any], Any]:
 
 
 class Server:
-    """`searcher serve` of INDEXES in HOME on a free loopback port, until closed."""
+    """`searcher serve` of INDEXES in HOME on a free loopback port, with any more OPTIONS, until closed."""
 
-    def __init__(self, home: str, indexes: Sequence[str], readers: int | None) -> None:
+    def __init__(self, home: str, indexes: Sequence[str], readers: int | None, options: Sequence[str] = ()) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        command = [sys.executable, "-m", "searcher", "serve", "--home", home, "--port", str(self.port)]
+        command = [sys.executable, "-m", "searcher", "serve", "--home", home, "--port", str(self.port), *options]
         for name in indexes:
             command += ["--index", name]
         if readers is not None:

@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,7 @@ from typing import Any
 
 import httpx
 import machine  # benchmarks/machine.py: this script's own folder is first on the path
+from http_load import Server
 
 from searcher import Index
 from searcher.querylog import QueryLog
@@ -77,33 +77,12 @@ def gapped_copy(source: Path, removed: set[int], target: Path) -> None:
     (target / "qrels" / "test.tsv").write_text("\n".join(kept_lines) + "\n", encoding="utf-8")
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def replay(home: Path, name: str, questions: list[str]) -> dict[str, Any]:
     """QUESTIONS as dense searches through `searcher serve --log-queries`, CLIENTS at a time; then stopped."""
-    port = free_port()
-    command = [sys.executable, "-m", "searcher", "serve", "--index", name, "--home", str(home), "--port", str(port)]
-    server = subprocess.Popen(
-        [*command, "--log-queries"], env=os.environ | {"HF_HUB_OFFLINE": "1"}, stderr=subprocess.DEVNULL
-    )
-    base = f"http://127.0.0.1:{port}"
+    server = Server(str(home), [name], None, ["--log-queries"])
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise SystemExit("the server did not get ready")
-            time.sleep(0.2)
         started = time.perf_counter()
-        with httpx.Client(base_url=base, timeout=60) as client, ThreadPoolExecutor(CLIENTS) as pool:
+        with httpx.Client(base_url=server.base, timeout=60) as client, ThreadPoolExecutor(CLIENTS) as pool:
             statuses = list(
                 pool.map(
                     lambda text: client.post("/v1/search", json={"index": name, "query": text}).status_code, questions
@@ -111,8 +90,7 @@ def replay(home: Path, name: str, questions: list[str]) -> dict[str, Any]:
             )
         seconds = time.perf_counter() - started
     finally:
-        server.terminate()
-        server.wait(60)
+        server.close()  # its log writer stores what is queued before the process ends
     return {"sent": len(questions), "errors": sum(status != 200 for status in statuses), "seconds": seconds}
 
 
