@@ -10,12 +10,11 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
 import pytest
-from test_server import free_port
+from test_server import free_port, wait_serving
 
 from searcher import Index
 from searcher.sources import read_records
@@ -95,16 +94,7 @@ def server(home, help_centres):
     command += ["--api-key-env", "FULL_KEY", "--public-key-env", "PUBLIC_KEY", "--cors-origin", allowed]
     process = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                if httpx.get(f"{url}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        else:
-            raise AssertionError(f"searcher serve never became ready: {process.communicate(timeout=5)[1]!r}")
+        wait_serving(process, url, timeout=60)
         yield url
     finally:
         process.terminate()

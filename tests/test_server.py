@@ -37,6 +37,22 @@ def home(tiny_index):
     return index.path.parent
 
 
+def wait_serving(process, base, timeout=120):
+    """Until the `searcher serve` PROCESS answers /readyz at BASE; failing with its output if it stops first or
+    TIMEOUT seconds pass."""
+    deadline = time.monotonic() + timeout
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/readyz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    if process.poll() is None:
+        process.kill()
+    raise AssertionError(f"searcher serve never became ready: {process.communicate(timeout=30)!r}")
+
+
 def wait_ready(client, timeout=60):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -364,17 +380,7 @@ def test_a_real_server_process_answers_over_http(home):
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, (
-                process.stdout.read() if process.poll() is not None else "timeout"
-            )
-            time.sleep(0.2)
+        wait_serving(process, base)
         headers = {"Authorization": "Bearer k-123"}
         hits = httpx.post(
             f"{base}/v1/search", headers=headers, json={"index": "faq", "query": "invoices", "k": 2}
