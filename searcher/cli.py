@@ -34,7 +34,7 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
-from .config import BATCH_SIZE, BATCH_TOKENS, Settings, load_settings
+from .config import BATCH_SIZE, BATCH_TOKENS, WRITE_BUFFER_MB, Settings, load_settings
 from .demo import run_demo
 from .errors import ConfigError, IndexCorruptError, InvalidFilterError, OutputError, SearcherError, SourceError
 from .evaluate import RETRIEVAL_METRICS, STS_METRICS, BeirDataset, calibrate, evaluate, load_dataset, sweep
@@ -182,6 +182,14 @@ def index(
         str | None,
         typer.Option("--index-type", help="A new index's vector structure: auto, flat, ivf, ivfpq or hnsw."),
     ] = None,
+    write_buffer_mb: Annotated[
+        int | None,
+        typer.Option(
+            "--write-buffer-mb",
+            help=f"New vectors held in memory before they are merged into the saved structure (default "
+            f"{WRITE_BUFFER_MB} MB).",
+        ),
+    ] = None,
     on_error: Annotated[
         str, typer.Option("--on-error", help="A malformed record: stop, or skip it and report.")
     ] = "stop",
@@ -222,6 +230,7 @@ def index(
         device=device,
         precision=precision,
         index_type=index_type,
+        write_buffer_mb=write_buffer_mb,
         home=str(home) if home else None,
     )
     skipped: list[SourceError] = []
@@ -238,6 +247,7 @@ def index(
                 settings.runtime.batch_size,
                 settings.runtime.batch_tokens,
                 lambda done: progress.advance(task, done),
+                write_buffer_mb=settings.runtime.write_buffer_mb,
             )
         indexed = target.name
     say(_summary(report, indexed))

@@ -25,6 +25,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 INDEX_TYPES = ("auto", "flat", "ivf", "ivfpq", "hnsw")
 BATCH_SIZE = 64  # texts per forward pass, at most
 BATCH_TOKENS = 16384  # padded tokens per forward pass, at most
+WRITE_BUFFER_MB = 256  # new vectors a write holds in memory before merging them into the saved vector structure
 LOG_DAYS = 90  # days the question log keeps a row, unless the index or `searcher serve --log-days` says otherwise
 
 
@@ -62,11 +63,13 @@ class Runtime:
     device: str = "auto"
     batch_size: int = BATCH_SIZE
     batch_tokens: int = BATCH_TOKENS
+    write_buffer_mb: int = WRITE_BUFFER_MB
 
     def __post_init__(self) -> None:
         require_choice("device", self.device, DEVICES)
         require_positive("batch_size", self.batch_size)
         require_positive("batch_tokens", self.batch_tokens)
+        require_positive("write_buffer_mb", self.write_buffer_mb)
 
 
 @dataclasses.dataclass(frozen=True)

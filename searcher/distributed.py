@@ -129,7 +129,9 @@ def add_source(
         staging.mkdir(exist_ok=True)
         for partial in staging.glob(".*.partial"):  # cut short by a crash while being written
             partial.unlink()
-        leftover = index.add_embedded(_staged_shards(sorted(staging.glob("*.parquet")), dimension), on_stored)
+        leftover = index.add_embedded(
+            _staged_shards(sorted(staging.glob("*.parquet")), dimension), on_stored, runtime.write_buffer_mb
+        )
         with _cluster(options.address):
             gpus = ray.cluster_resources().get("GPU", 0)
             if options.gpus_per_actor > gpus:
@@ -139,7 +141,9 @@ def add_source(
             skipped: list[SourceError] = []
             shards = _embedded_shards(index, files, read, runtime, options, staging)
             report = index.add_embedded(
-                _staged_shards(_arrivals(shards, tally, skipped, on_embedded), dimension), on_stored
+                _staged_shards(_arrivals(shards, tally, skipped, on_embedded), dimension),
+                on_stored,
+                runtime.write_buffer_mb,
             )
     if not tally["read"] and not skipped and not leftover.documents:
         raise SourceError(f"{source}: no documents found")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .config import BATCH_SIZE, BATCH_TOKENS, Settings
+from .config import BATCH_SIZE, BATCH_TOKENS, WRITE_BUFFER_MB, Settings
 from .errors import (
     ConfigError,
     DocumentNotFoundError,
@@ -43,7 +43,7 @@ from .search import KEYWORD_WEIGHT, Hit, Ranker, SearchOptions, check_query
 from .sources import Record
 from .stages import Ahead
 from .store import FORMAT, DocumentStore, StoredDocument, VectorOwner, document_owners
-from .vectorfile import LiveVectors, VectorFile
+from .vectorfile import LiveVectors, VectorFile, pending_limit
 from .vectors import VectorIndex, check_search_params, resolve_type
 from .writes import AddReport, Batches, Embedded, Writer, chunked
 
@@ -280,13 +280,15 @@ class Index:
         batch_tokens: int = BATCH_TOKENS,
         progress: Callable[[int], None] | None = None,
         overlap: bool = True,
+        write_buffer_mb: int = WRITE_BUFFER_MB,
     ) -> AddReport:
         """Embed and store RECORDS (any iterable, read WRITE_CHUNK at a time); an id already in the index is
         replaced, and the last of repeated ids wins.
 
         Documents go through the model in batches of at most BATCH_SIZE documents and BATCH_TOKENS padded
-        tokens. Each batch is committed to SQLite on its own; FAISS is saved once at the end (and rebuilt in
-        memory on open if a crash came first).
+        tokens. Each batch is committed to SQLite on its own; FAISS is saved at the end, and along the way
+        whenever the new vectors held in memory pass WRITE_BUFFER_MB (if a crash comes first, it is brought up
+        to date from SQLite on open).
 
         OVERLAP: read records, tokenize them and drive the model on threads of their own while this one
         stores, the next chunk's texts tokenized while this one's are in the model (see `stages` and
@@ -306,10 +308,14 @@ class Index:
 
         chunks = chunked(records, WRITE_CHUNK)
         with self.writing(), closing(Ahead(chunks, 1, "searcher-read") if overlap else chunks) as read:
-            return self._writer().write(((chunk, embed) for chunk in read), embedder.max_length, progress)
+            writer = self._writer(write_buffer_mb)
+            return writer.write(((chunk, embed) for chunk in read), embedder.max_length, progress)
 
     def add_embedded(
-        self, shards: Iterable[tuple[list[Record], EmbeddedDocuments]], progress: Callable[[int], None] | None = None
+        self,
+        shards: Iterable[tuple[list[Record], EmbeddedDocuments]],
+        progress: Callable[[int], None] | None = None,
+        write_buffer_mb: int = WRITE_BUFFER_MB,
     ) -> AddReport:
         """Store documents embedded elsewhere (`searcher.distributed`), shard by shard.
 
@@ -319,14 +325,15 @@ class Index:
         """
         manifest = self.manifest
         with self.writing():
-            return self._writer().write(
+            return self._writer(write_buffer_mb).write(
                 (_shard_chunk(records, embedded, manifest.dimension) for records, embedded in shards),
                 manifest.spec.max_length,
                 progress,
             )
 
-    def _writer(self) -> Writer:
-        return Writer(self._store, self._vectors, headed_passages=self.manifest.spec.chunk > 0)
+    def _writer(self, buffer_mb: int) -> Writer:
+        manifest = self.manifest
+        return Writer(self._store, self._vectors, manifest.spec.chunk > 0, pending_limit(buffer_mb, manifest.dimension))
 
     def stored_keys(self) -> np.ndarray:
         """Sorted `document_key`s of the stored documents: a record whose key is here is stored unchanged."""

@@ -73,6 +73,7 @@ FORMAT = 2  # layout of docs.sqlite; raised when a newer searcher changes it
 # Porter stemming over unicode61 words: "indexes" finds "indexing".
 FTS_TOKENIZER = "porter"
 MAX_FILTER_VALUES = 1000  # values in one {"in": [...]} filter
+VECTOR_CHUNK = 16_384  # vectors read at a time to rebuild the FAISS index (24 MB at 384 dimensions)
 MAX_SQLITE_INTEGER = 2**63 - 1  # SQLite's integers are 64-bit: a larger LIMIT cannot even be passed to it
 # SQLite's result codes for a damaged file: a page that is not what it should be, or no database at all.
 DAMAGE_CODES = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
@@ -561,10 +562,13 @@ class DocumentStore:
             (row[0] for row in self.db.execute("SELECT rowid FROM vectors ORDER BY rowid")), dtype=np.int64
         )
 
-    def vectors(self, dimension: int) -> tuple[np.ndarray, np.ndarray]:
-        """All (vector ids, vectors) in id order, for rebuilding the FAISS index without re-embedding."""
-        rows = self.db.execute("SELECT rowid, vector FROM vectors ORDER BY rowid").fetchall()
-        return np.array([rowid for rowid, _ in rows], dtype=np.int64), _matrix([blob for _, blob in rows], dimension)
+    def vectors(self, dimension: int, chunk: int = VECTOR_CHUNK) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every (vector ids, vectors) in id order, CHUNK at a time, for rebuilding the FAISS index without
+        re-embedding: memory holds one chunk, not the index."""
+        rows = self.db.execute("SELECT rowid, vector FROM vectors ORDER BY rowid")
+        while block := rows.fetchmany(chunk):
+            ids = np.array([rowid for rowid, _ in block], dtype=np.int64)
+            yield ids, _matrix([blob for _, blob in block], dimension)
 
     def keyword_search(self, text: str, k: int, filters: dict[str, Any] | None = None) -> list[tuple[int, float]]:
         """(document rowid, BM25 score) of the K best keyword matches among documents passing FILTERS, best first."""

@@ -30,6 +30,13 @@ log = logging.getLogger("searcher")
 # (and COMPACTION_MINIMUM): until then each process holds them apart, in memory.
 COMPACTION_SHARE = 0.1
 COMPACTION_MINIMUM = 100
+# Bytes an added vector costs beyond its floats while held apart: its id in FAISS's id map and reverse map.
+PENDING_OVERHEAD = 64
+
+
+def pending_limit(buffer_mb: int, dimension: int) -> int:
+    """How many added vectors of DIMENSION `LiveVectors` holds apart in BUFFER_MB."""
+    return max(1, (buffer_mb << 20) // (4 * dimension + PENDING_OVERHEAD))
 
 
 class LiveVectors:
@@ -42,31 +49,24 @@ class LiveVectors:
         self.last_id = int(base.ids()[-1]) if len(base) else 0  # rowids only grow: past it, all is new
         self._base_last = self.last_id
         self._hidden = Excluded(np.empty(0, dtype=np.int64))  # base ids removed since, sorted
-        self._added_ids = np.empty(0, dtype=np.int64)
-        self._added = np.empty((0, base.dimension), dtype=np.float32)
         self._recent = VectorIndex.empty(base.dimension)  # the added vectors, searched exactly
 
     def apply(self, removed: np.ndarray, added_ids: np.ndarray, added: np.ndarray, generation: int) -> None:
         """Take in a write (or several): the REMOVED ids leave, ADDED vectors come in under ADDED_IDS."""
         removed = np.asarray(removed, dtype=np.int64)
-        in_base = removed[removed <= self._base_last]
-        if len(in_base):
-            self._hidden = Excluded(np.union1d(self._hidden.ids, in_base))
-        gone = np.isin(self._added_ids, removed)
-        if gone.any():
-            self._recent.remove(self._added_ids[gone])
-            self._added_ids, self._added = self._added_ids[~gone], self._added[~gone]
+        in_base = removed <= self._base_last
+        if in_base.any():
+            self._hidden = Excluded(np.union1d(self._hidden.ids, removed[in_base]))
+        self._recent.remove(removed[~in_base])
         if len(added_ids):
             self._recent.add(added_ids, added)
-            self._added_ids = np.concatenate([self._added_ids, np.asarray(added_ids, dtype=np.int64)])
-            self._added = np.concatenate([self._added, np.asarray(added, dtype=np.float32)])
             self.last_id = max(self.last_id, int(np.max(added_ids)))
         self.generation = generation
 
     @property
     def changes(self) -> int:
         """Vectors added or removed since the base was saved."""
-        return len(self._hidden) + len(self._added_ids)
+        return len(self._hidden) + len(self._recent)
 
     def search(
         self, vector: np.ndarray, k: int, exact: Callable[[np.ndarray], np.ndarray] | None = None
@@ -83,17 +83,17 @@ class LiveVectors:
         if self.base.read_only or (len(self._hidden) and not self.base.removes):
             return None
         self.base.remove(self._hidden.ids)
-        if len(self._added_ids):
-            self.base.add(self._added_ids, self._added)
+        if len(self._recent):
+            self.base.add(*self._recent.contents())
         return self.base
 
     def ids(self) -> np.ndarray:
         """The ids searched, sorted."""
         kept = self.base.ids()
-        return np.union1d(kept[~np.isin(kept, self._hidden.ids)], self._added_ids)
+        return np.union1d(kept[~np.isin(kept, self._hidden.ids)], self._recent.ids())
 
     def __len__(self) -> int:
-        return len(self.base) - len(self._hidden) + len(self._added_ids)
+        return len(self.base) - len(self._hidden) + len(self._recent)
 
     @property
     def dimension(self) -> int:
@@ -173,8 +173,13 @@ class VectorFile:
     def rebuild(self) -> VectorIndex:
         """A new structure of the manifest's index type over every stored vector (nothing is embedded)."""
         manifest = self._manifest()
-        ids, vectors = self._store.vectors(manifest.dimension)
-        return VectorIndex.build(manifest.dimension, ids, vectors, manifest.index_type, manifest.search_params)
+        return VectorIndex.build_from(
+            manifest.dimension,
+            self._store.vector_count(),
+            lambda: self._store.vectors(manifest.dimension),
+            manifest.index_type,
+            manifest.search_params,
+        )
 
     def refresh(self, manifest: Manifest) -> None:
         """Catch up with the writes since these vectors were read, as the current MANIFEST names them: a new
@@ -217,15 +222,22 @@ class VectorFile:
         ):
             self.save()
 
+    def keep_bounded(self, most: int) -> None:
+        """Within a write: compact once more than MOST vectors are held apart from the saved structure, so
+        that a long write holds at most that many in memory (plus the structure), whatever it stores."""
+        if self.vectors.changes > most:
+            self.save()
+
     def save(self) -> None:
         """A compaction: the whole structure saved atomically, then recorded as reflecting SQLite's generation.
 
-        The structure is rebuilt first when it cannot take the changes in place (an HNSW graph after removals),
-        or when the index type now means another structure for its size (auto past 50,000 vectors).
+        The structure is rebuilt first (from SQLite, chunk by chunk) when it cannot take the changes in place
+        (an HNSW graph after removals), when the index type now means another structure for its size (auto
+        past 50,000 vectors), or when an IVF structure has outgrown its cells.
         """
         live = self.vectors
         merged = live.merged()
-        if merged is None or resolve_type(self._manifest().index_type, len(merged)) != merged.kind:
+        if merged is None or resolve_type(self._manifest().index_type, len(merged)) != merged.kind or merged.outgrown():
             merged = self.rebuild()
         generation = self._store.generation()
         merged.save(self.path)

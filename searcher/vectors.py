@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -31,6 +31,9 @@ MIN_TRAINING = {"ivf": 1_000, "ivfpq": 10_000}
 PQ_DIMENSIONS_PER_CODE = 8  # each byte of a PQ code stands for 8 dimensions: 48 bytes for 384
 RERANK_DEPTH = 30  # ivfpq: candidates per wanted hit re-scored exactly (recall@10 0.973 at 1M; 10: 0.920)
 TRAINING_PER_CELL = 64  # vectors sampled per cell to train on: enough for k-means, fast at a million
+# Training costs cells² (k-means over TRAINING_PER_CELL vectors a cell): 4,096 cells (a million vectors) take
+# minutes on two cores, 8,192 four times as long. A query scans 1/16 of the vectors whatever the cell count.
+MAX_CELLS = 4096
 HNSW_NEIGHBOURS = 32
 HNSW_EF_CONSTRUCTION = 80
 DEFAULT_EF_SEARCH = 64
@@ -58,8 +61,9 @@ def check_search_params(params: dict[str, Any]) -> dict[str, int]:
 
 
 def cells_for(count: int) -> int:
-    """IVF cells: about 4·√N, with at least 39 training vectors per cell (FAISS's rule of thumb)."""
-    return max(1, min(int(4 * math.sqrt(count)), count // 39))
+    """IVF cells: about 4·√N, with at least 39 training vectors per cell (FAISS's rule of thumb), at most
+    MAX_CELLS."""
+    return max(1, min(int(4 * math.sqrt(count)), count // 39, MAX_CELLS))
 
 
 def pq_parts(dimension: int) -> int:
@@ -102,29 +106,44 @@ class VectorIndex:
     def build(
         cls,
         dimension: int,
-        ids: np.ndarray,
+        ids: np.ndarray | list[int],
         vectors: np.ndarray,
         index_type: str = "flat",
         search: dict[str, int] | None = None,
     ) -> VectorIndex:
-        """A new index over VECTORS; an IVF structure learns its cells from a seeded sample of them first."""
-        kind = resolve_type(index_type, len(ids))
-        cells = cells_for(len(ids))
+        """A new index over VECTORS, held in memory whole (see `build_from`)."""
+        return cls.build_from(dimension, len(ids), lambda: iter([(np.asarray(ids), vectors)]), index_type, search)
+
+    @classmethod
+    def build_from(
+        cls,
+        dimension: int,
+        count: int,
+        chunks: Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]],
+        index_type: str = "flat",
+        search: dict[str, int] | None = None,
+    ) -> VectorIndex:
+        """A new index over the COUNT vectors that each call of CHUNKS yields, (ids, vectors) at a time, in the
+        same order. An IVF structure learns its cells from a seeded sample of them (one pass), then takes them
+        chunk by chunk (another): memory holds the structure, the sample and one chunk, never every vector."""
+        kind = resolve_type(index_type, count)
+        cells = cells_for(count)
         description = {
             "flat": "IDMap2,Flat",
             "ivf": f"IVF{cells},Flat",
-            "ivfpq": f"IVF{cells},PQ{pq_parts(dimension)}",
+            # np: no polysemous training, two thirds of the training time for codes searched by their distance
+            # tables alone (polysemous_ht stays 0), which that training leaves unchanged.
+            "ivfpq": f"IVF{cells},PQ{pq_parts(dimension)}np",
             "hnsw": f"IDMap2,HNSW{HNSW_NEIGHBOURS},Flat",
         }[kind]
         index = faiss.index_factory(dimension, description, faiss.METRIC_INNER_PRODUCT)
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if kind.startswith("ivf"):
-            sample = np.random.default_rng(0).permutation(len(vectors))[: cells * TRAINING_PER_CELL]
-            index.train(vectors[np.sort(sample)])
+            index.train(_sample(chunks(), count, cells * TRAINING_PER_CELL))
         if kind == "hnsw":
             cast(faiss.IndexHNSW, _unwrapped(index)).hnsw.efConstruction = HNSW_EF_CONSTRUCTION
         built = cls(index, search)
-        built.add(ids, vectors)
+        for chunk_ids, chunk_vectors in chunks():
+            built.add(chunk_ids, chunk_vectors)
         return built
 
     @classmethod
@@ -191,6 +210,19 @@ class VectorIndex:
             cells = [faiss.rev_swig_ptr(lists.get_ids(cell), lists.list_size(cell)) for cell in range(lists.nlist)]
             return np.sort(np.concatenate([np.empty(0, dtype=np.int64), *cells]).astype(np.int64))
         return np.sort(faiss.vector_to_array(cast(faiss.IndexIDMap, self._index).id_map).astype(np.int64))
+
+    def outgrown(self) -> bool:
+        """Whether an IVF structure now holds enough vectors to want twice the cells it learnt (`cells_for`):
+        one trained early in a long write is trained again each time the index has grown about fourfold."""
+        inner = self._inner
+        return isinstance(inner, faiss.IndexIVF) and cells_for(len(self)) >= 2 * inner.nlist
+
+    def contents(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors) in the order they were added; flat structures only, which keep the vectors whole."""
+        if self.kind != "flat":
+            raise ValueError(f"a {self.kind} structure does not keep its vectors whole")
+        ids = faiss.vector_to_array(cast(faiss.IndexIDMap2, self._index).id_map).astype(np.int64)
+        return ids, _unwrapped(self._index).reconstruct_n(0, len(ids))
 
     def add(self, ids: np.ndarray | list[int], vectors: np.ndarray) -> None:
         """Add VECTORS under new IDS."""
@@ -259,6 +291,17 @@ class VectorIndex:
         except (OSError, RuntimeError) as error:  # faiss reports a failed write as RuntimeError
             temporary.unlink(missing_ok=True)
             raise IndexWriteError(f"cannot write {path}: {str(error).splitlines()[0]}") from None
+
+
+def _sample(chunks: Iterator[tuple[np.ndarray, np.ndarray]], count: int, size: int) -> np.ndarray:
+    """SIZE of the COUNT vectors CHUNKS yields, drawn with a fixed seed (the same sample each build), in order."""
+    picked = np.sort(np.random.default_rng(0).permutation(count)[:size])
+    taken, start = [], 0
+    for _, vectors in chunks:
+        first, last = np.searchsorted(picked, [start, start + len(vectors)])
+        taken.append(vectors[picked[first:last] - start])
+        start += len(vectors)
+    return np.ascontiguousarray(np.concatenate(taken), dtype=np.float32)
 
 
 def _unwrapped(index: faiss.Index) -> faiss.Index:

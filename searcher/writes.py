@@ -205,10 +205,11 @@ class _Tally:
 class Writer:
     """Stores chunks of records and their vectors into one index's store and vector structure."""
 
-    def __init__(self, store: DocumentStore, vectors: VectorFile, headed_passages: bool) -> None:
+    def __init__(self, store: DocumentStore, vectors: VectorFile, headed_passages: bool, most_pending: int) -> None:
         self._store = store
         self._vectors = vectors
         self._headed_passages = headed_passages  # see `plan`
+        self._most_pending = most_pending  # new vectors held in memory before a compaction (`keep_bounded`)
 
     def write(
         self,
@@ -292,6 +293,7 @@ class Writer:
                 with self._store.transaction():
                     dropped, added_ids = self._store_embedded(batch, reembed)
                 self._vectors.apply(dropped, added_ids, batch.vectors)
+                self._vectors.keep_bounded(self._most_pending)
                 tally.add(batch)
                 if progress:
                     progress(len(batch.records))

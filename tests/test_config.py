@@ -44,6 +44,7 @@ def test_unknown_key_names_the_valid_ones(tmp_path):
         ({"layer": "last"}, "use 'auto' or an integer"),
         ({"device": "tpu"}, "choose one of auto, cpu, cuda, mps"),
         ({"batch_size": 0}, "batch_size must be a positive integer"),
+        ({"write_buffer_mb": 0}, "write_buffer_mb must be a positive integer"),
         ({"max_length": -5}, "max_length must be a positive integer"),
     ],
 )

@@ -93,9 +93,10 @@ def test_vectors_round_trip_with_their_owners(store):
     given = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
     owners = [VectorOwner(rowids[0], None, (0, 5)), VectorOwner(rowids[1], None, (0, 4)), VectorOwner(rowids[1], "B?")]
     ids = written(store, store.add_vectors, owners, given)
-    stored_ids, stored = store.vectors(4)
-    np.testing.assert_array_equal(stored_ids, ids)
-    np.testing.assert_array_equal(stored, given)
+    chunks = list(store.vectors(4, chunk=2))
+    assert [len(chunk_ids) for chunk_ids, _ in chunks] == [2, 1]
+    np.testing.assert_array_equal(np.concatenate([chunk_ids for chunk_ids, _ in chunks]), ids)
+    np.testing.assert_array_equal(np.concatenate([chunk for _, chunk in chunks]), given)
     assert store.vector_owners(ids) == dict(zip(ids, owners, strict=True))
     found_owners, found = store.document_vectors([rowids[1]], 4)
     assert found_owners == owners[1:]
