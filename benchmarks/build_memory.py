@@ -7,11 +7,12 @@ N synthetic documents (a short text each, and a vector standing for its embeddin
 would take hours and measure the model, not the writer. The writer runs in a process of its own, so its peak
 RSS is its own (`ru_maxrss` of the child), with the default index type (auto: IVF-PQ past 50,000 vectors).
 
-The vectors are clustered the way embeddings are, on two levels (topics, and subtopics within them), and
-generated shard by shard from a seed, so that the exact nearest neighbours of held-out queries can be found
-afterwards by regenerating them, never holding them all. recall@10 = the share of each query's exact ten
-nearest documents that the finished index returns in its ten hits (`Index.search_many` with the query
-vectors), averaged over --queries queries.
+The vectors are drawn as `benchmarks/vector_index.py` draws them (unit vectors varying along 24 hidden
+directions plus a little noise: a low intrinsic dimension and no clean clusters, hard on IVF on purpose), shard
+by shard from a seed, so that the exact nearest neighbours of held-out queries can be found afterwards by
+drawing the shards again, never holding them all. recall@10 = the share of each query's exact ten nearest
+documents that the finished index returns in its ten hits (`Index.search_many` with the query vectors, so
+IVF-PQ candidates are re-scored with the vectors stored in SQLite), averaged over --queries queries.
 """
 
 from __future__ import annotations
@@ -29,36 +30,26 @@ from pathlib import Path
 
 import numpy as np
 from machine import cpu_line  # benchmarks/machine.py: this script's own folder is first on the path
+from vector_index import DIMENSION, LATENT, sample
 
 from searcher import Index, Record, load_settings
 from searcher.embedder import EmbeddedDocuments
 
-DIMENSION = 384  # the bundled model's
 SHARD = 20_000  # documents per `add_embedded` shard
-TOPICS = 2_000
-SUBTOPICS_PER_TOPIC = 25
-SUBTOPIC_SPREAD = 0.6  # a subtopic's distance from its topic, relative to the topic's norm
-DOCUMENT_SPREAD = 0.8  # a document's distance from its subtopic: neighbours at cosine 0.6 to 0.7, as in real corpora
 
 
 class Corpus:
     """The synthetic corpus: each shard's vectors come from a generator of their own, seeded by (SEED, stream),
-    so any shard can be made again, alone, in the same order. Stream 0 makes the topics, 1 the queries."""
+    so any shard can be made again, alone, in the same order. Stream 0 makes the hidden directions, 1 the queries."""
 
     def __init__(self, documents: int, seed: int) -> None:
         self.documents = documents
         self.seed = seed
-        rng = np.random.default_rng([seed, 0])
-        topics = rng.standard_normal((TOPICS, DIMENSION)).astype(np.float32)
-        spread = SUBTOPIC_SPREAD * rng.standard_normal((TOPICS, SUBTOPICS_PER_TOPIC, DIMENSION)).astype(np.float32)
-        self.subtopics = (topics[:, None, :] + spread).reshape(-1, DIMENSION)
+        self.projection = np.random.default_rng([seed, 0]).standard_normal((LATENT, DIMENSION)).astype(np.float32)
 
     def vectors(self, count: int, stream: int) -> np.ndarray:
         """COUNT normalized vectors from the generator of STREAM."""
-        rng = np.random.default_rng([self.seed, stream])
-        vectors = self.subtopics[rng.integers(0, len(self.subtopics), count)]
-        vectors += DOCUMENT_SPREAD * rng.standard_normal((count, DIMENSION), dtype=np.float32)
-        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        return sample(count, np.random.default_rng([self.seed, stream]), self.projection)
 
     def shards(self) -> Iterator[tuple[int, np.ndarray]]:
         """(first document number, vectors) of each shard in turn."""
