@@ -22,9 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import sqlite_utils
-
 from .config import LOG_DAYS
+from .database import sqlite_utils
 from .errors import ConfigError, EmptyQueryError, IndexWriteError, OutputError
 from .paths import QUERY_LOG_FILE
 from .sources import LONE_SURROGATE

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-import sqlite_utils
 
+from .database import sqlite_utils
 from .errors import IndexCorruptError, IndexVersionError, IndexWriteError, InvalidFilterError
 from .paths import STAGED_DOCS_FILE, sync_directory
 

@@ -105,7 +105,14 @@ def test_an_index_from_before_precision_was_recorded_is_fp32(tiny_index):
         assert reopened.embedder.precision == "fp32"
 
 
-def test_the_cli_starts_without_importing_torch():
-    code = "import sys, searcher.cli; print(json.dumps(sorted({'torch', 'transformers', 'scipy'} & set(sys.modules))))"
+def test_the_cli_starts_without_importing_torch_or_pandas():
+    heavy = "{'torch', 'transformers', 'scipy', 'pandas'}"
+    code = f"import sys, searcher.cli; print(json.dumps(sorted({heavy} & set(sys.modules))))"
     loaded = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True, text=True, check=True)
     assert json.loads(loaded.stdout) == []
+
+
+def test_an_application_imports_pandas_after_searcher_as_usual():
+    pytest.importorskip("pandas")
+    code = "import searcher, pandas; print(pandas.Timestamp('2024-01-01').year)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "2024\n"
