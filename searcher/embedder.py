@@ -397,7 +397,7 @@ class Embedder:
         """The model from the traced-model cache if it holds it; else through transformers, then traced into the
         cache for the processes after this one."""
         cache = self._trace_cache()
-        if cache is not None and not cache.runs_eagerly:
+        if cache is not None:
             found = cache.load(self.device, _read_details)
             if found is not None:
                 saved, (tokenizer, shape) = found
@@ -411,7 +411,7 @@ class Embedder:
                 f"or {-(shape.layers + 1)} to -1 from the end"
             )
         forward: torch.nn.Module = HiddenState(eager, self.layer, shape.layers)
-        if cache is not None and not cache.runs_eagerly and cache.writable():
+        if cache is not None and cache.writable():
             probes = _probes(tokenizer, model_limit(self.model_dir, shape, tokenizer), self.device)
             with quiet_transformers():  # tracing reads properties that make transformers warn
                 traced = trace(forward, *probes)
@@ -424,14 +424,14 @@ class Embedder:
 
     def _trace_cache(self) -> TraceCache | None:
         """This model's entry in the traced-model cache; None where the model runs eagerly: when asked to, in the
-        precisions not traced, and off the CPU (traces were checked on the CPU only, and a GPU's kernels may
-        differ from run to run, which the check would refuse)."""
+        precisions not traced, off the CPU (traces were checked on the CPU only, and a GPU's kernels may differ
+        from run to run, which the check would refuse), and once its trace was found to differ."""
         if not self._traced or self.device.type != "cpu" or self.precision not in TRACED_PRECISIONS:
             return None
         files = files_sha256(self.model_dir, LOADED_PATTERNS)
-        return TraceCache(
-            {"files": files, "precision": self.precision, "layer": str(self.layer), "device": str(self.device)}
-        )
+        key = {"files": files, "precision": self.precision, "layer": str(self.layer), "device": str(self.device)}
+        cache = TraceCache(key)
+        return None if cache.runs_eagerly else cache
 
     def _transformers_tokenizer(self) -> FastTokenizer:
         from transformers import AutoTokenizer
