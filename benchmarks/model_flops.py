@@ -18,6 +18,7 @@ model) says how much room is left in the kernels themselves rather than around t
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import time
 from collections.abc import Callable
@@ -58,12 +59,17 @@ def kernel_tflops(shapes: dict[str, tuple[int, int, int]], dtype: torch.dtype, s
     return on_model_thread(measure)
 
 
+def model_widths(embedder: Embedder) -> tuple[int, int]:
+    """The model's hidden and intermediate (feed-forward) widths, from its BERT-style config.json."""
+    config = json.loads((embedder.model_dir / "config.json").read_text(encoding="utf-8"))
+    return config["hidden_size"], config["intermediate_size"]
+
+
 def model_flops(embedder: Embedder, lengths: list[int]) -> tuple[float, dict[str, float]]:
     """FLOPs of the matrix products of one `embed` of texts of these token LENGTHS, in its padded batches:
     in all, and per linear shape (for weighting the kernels)."""
-    hidden = embedder.config.hidden_size
-    intermediate = embedder.config.intermediate_size
-    layers = embedder.config.num_hidden_layers
+    hidden, intermediate = model_widths(embedder)
+    layers = embedder.layers
     per_shape = {"hidden → hidden": 0.0, "hidden → intermediate": 0.0, "intermediate → hidden": 0.0}
     attention = 0.0
     for batch in length_batches(lengths, BATCH_SIZE, BATCH_TOKENS):
@@ -92,7 +98,7 @@ def main() -> None:
     model = total / seconds / 1e12
     batches = length_batches(lengths, BATCH_SIZE, BATCH_TOKENS)
     typical_tokens = sorted(len(batch) * max(lengths[i] for i in batch) for batch in batches)[len(batches) // 2]
-    hidden, intermediate = embedder.config.hidden_size, embedder.config.intermediate_size
+    hidden, intermediate = model_widths(embedder)
     shapes = {
         "hidden → hidden": (typical_tokens, hidden, hidden),
         "hidden → intermediate": (typical_tokens, hidden, intermediate),

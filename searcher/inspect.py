@@ -16,7 +16,8 @@ import numpy as np
 from .errors import ConfigError
 
 if TYPE_CHECKING:
-    from .embedder import Embedder, Encoding
+    from .embedder import Embedder
+    from .tokenizer import Encoding
 
 STRATEGIES = ("sum4", "concat4", "mean4", "layer:N")
 SUBWORD_MERGES = ("first", "mean", "sum")

@@ -1,4 +1,5 @@
-"""Where indexes live: the home directory of named indexes, the files of one index, listing and dropping."""
+"""Where indexes live: the home directory of named indexes, the files of one index, listing and dropping; and
+where the cache of what only saves time lives."""
 
 from __future__ import annotations
 
@@ -27,6 +28,14 @@ log = logging.getLogger("searcher")
 def index_home(home: str | Path | None = None) -> Path:
     """Where named indexes live: HOME, else $SEARCHER_HOME, else ./indexes."""
     return Path(home or os.environ.get("SEARCHER_HOME") or DEFAULT_HOME)
+
+
+def cache_home() -> Path:
+    """Where searcher keeps what only saves time (file hashes, traced models): $SEARCHER_CACHE_DIR, else
+    $XDG_CACHE_HOME/searcher, else ~/.cache/searcher."""
+    if os.environ.get("SEARCHER_CACHE_DIR"):
+        return Path(os.environ["SEARCHER_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "searcher"
 
 
 def index_path(name_or_path: str | Path, home: str | Path | None = None) -> Path:

@@ -196,7 +196,7 @@ def tune(
     # A sentence-transformers directory can only declare pooling of the last layer: tune that layer.
     learner = (
         base_embedder
-        if base_embedder.layer in (-1, base_embedder.config.num_hidden_layers)
+        if base_embedder.layer in (-1, base_embedder.layers)
         else embedding.Embedder(EmbeddingSettings(base, layer=-1), device)
     )
     epochs = hyperparameters.epochs or min(
@@ -220,7 +220,7 @@ def tune(
     staging.mkdir(parents=True)
     try:
         trainer.save(staging)
-        tuned = embedding.Embedder(EmbeddingSettings(str(staging)), device)
+        tuned = embedding.Embedder(EmbeddingSettings(str(staging)), device, traced=False)  # it may be refused
         phase(f"Checking base and tuned model on {len(checks):,} {checked_on}")
         gate = Gate(
             checked_on, len(checks), gate_scores(base_embedder, targets, checks), gate_scores(tuned, targets, checks)

@@ -20,11 +20,18 @@ if TYPE_CHECKING:
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
+@pytest.fixture(scope="session")
+def session_cache(tmp_path_factory) -> Path:
+    """One cache for the session, as a user has one: each model is traced once, and later Embedders load its
+    trace (tests of the cache itself set a cache of their own)."""
+    return tmp_path_factory.mktemp("cache")
+
+
 @pytest.fixture(autouse=True)
-def isolated_environment(tmp_path_factory, monkeypatch):
+def isolated_environment(tmp_path_factory, monkeypatch, session_cache):
     """No test reads or writes the user's indexes, caches, or the network."""
     monkeypatch.setenv("SEARCHER_HOME", str(tmp_path_factory.mktemp("home")))
-    monkeypatch.setenv("SEARCHER_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.setenv("SEARCHER_CACHE_DIR", str(session_cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 

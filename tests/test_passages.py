@@ -52,14 +52,11 @@ SHORTS = [
 
 
 def tokens(embedder, text: str) -> list[int]:
-    return embedder.tokenizer(text, add_special_tokens=False)["input_ids"]
+    return embedder.tokenizer.pieces([text])[0][0]
 
 
 def token_ends(embedder, text: str) -> list[int]:
-    return [
-        end
-        for _, end in embedder.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-    ]
+    return [end for _, end in embedder.tokenizer.pieces([text])[1][0]]
 
 
 def spans_of(index, document_id: str) -> list[tuple[int, int]]:
