@@ -211,22 +211,28 @@ class VectorFile:
     def replace(self, vectors: VectorIndex) -> None:
         self._live = LiveVectors(vectors, self._store.generation())
 
-    def settle(self) -> None:
+    def settle(self, long_write: bool = False) -> None:
         """After a writer's changes: compact if they have grown past COMPACTION_SHARE of the index, or if the
-        index type now means another structure for its size (auto past 50,000 vectors)."""
+        index type now means another structure for its size (auto past 50,000 vectors). After a LONG_WRITE (one
+        that compacted along the way, see `keep_bounded`), compact whatever it still holds apart: a build's last
+        few hundred thousand vectors would otherwise be read from SQLite and searched exactly by every reader."""
         live = self.vectors
         if (
-            live.changes >= max(COMPACTION_MINIMUM, COMPACTION_SHARE * len(live))
+            (long_write and live.changes)
+            or live.changes >= max(COMPACTION_MINIMUM, COMPACTION_SHARE * len(live))
             or resolve_type(self._manifest().index_type, len(live)) != live.kind
             or not self.path.exists()
         ):
             self.save()
 
-    def keep_bounded(self, most: int) -> None:
+    def keep_bounded(self, most: int) -> bool:
         """Within a write: compact once more than MOST vectors are held apart from the saved structure, so
-        that a long write holds at most that many in memory (plus the structure), whatever it stores."""
-        if self.vectors.changes > most:
-            self.save()
+        that a long write holds at most that many in memory (plus the structure), whatever it stores. Whether
+        it compacted."""
+        if self.vectors.changes <= most:
+            return False
+        self.save()
+        return True
 
     def save(self) -> None:
         """A compaction: the whole structure saved atomically, then recorded as reflecting SQLite's generation.

@@ -193,6 +193,7 @@ class _Tally:
     passages: int = 0
     split: int = 0
     changed: bool = False
+    compacted: bool = False  # along the way, its new vectors having passed the write buffer
 
     def add(self, batch: Embedded) -> None:
         self.changed = self.changed or bool(batch.records)
@@ -256,7 +257,7 @@ class Writer:
                 if chunk is not None:
                     chunk.batches.close()
         if tally.changed:
-            self._vectors.settle()
+            self._vectors.settle(long_write=tally.compacted)
         return AddReport(
             **tally.counts,
             truncated=tally.truncated,
@@ -293,7 +294,7 @@ class Writer:
                 with self._store.transaction():
                     dropped, added_ids = self._store_embedded(batch, reembed)
                 self._vectors.apply(dropped, added_ids, batch.vectors)
-                self._vectors.keep_bounded(self._most_pending)
+                tally.compacted |= self._vectors.keep_bounded(self._most_pending)
                 tally.add(batch)
                 if progress:
                     progress(len(batch.records))

@@ -47,6 +47,19 @@ def test_a_write_compacts_whenever_its_new_vectors_pass_the_buffer(tmp_path, tin
         assert [hit.id for hit in found] == ["doc-7"]
 
 
+def test_a_long_write_saves_what_it_still_holds_at_its_end_however_little(tmp_path, tiny_embedder, monkeypatch):
+    most = pending_limit(1, DIMENSION)
+    past = (most // 500 + 1) * 500
+    saves = []
+    save = VectorFile.save
+    monkeypatch.setattr(VectorFile, "save", lambda self: (saves.append(len(self.vectors)), save(self))[1])
+    with Index.create(tmp_path / "x", embedder=tiny_embedder) as index:
+        index.add_embedded(shards(unit_vectors(past + 200), 500), write_buffer_mb=1)
+        assert saves == [past, past + 200]  # 200 new vectors: under 10 %, saved all the same
+    with Index.open(tmp_path / "x") as reopened:
+        assert len(reopened.vectors) == past + 200 and reopened.vectors.changes == 0
+
+
 def test_without_a_bound_reached_the_vectors_are_saved_once_at_the_end(tmp_path, tiny_embedder, monkeypatch):
     saves = []
     save = VectorFile.save
