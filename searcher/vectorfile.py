@@ -242,8 +242,9 @@ class VectorFile:
         past 50,000 vectors), or when an IVF structure has outgrown its cells.
         """
         live = self.vectors
-        merged = live.merged()
-        if merged is None or resolve_type(self._manifest().index_type, len(merged)) != merged.kind or merged.outgrown():
+        kept = resolve_type(self._manifest().index_type, len(live)) == live.kind and not live.base.outgrown(len(live))
+        merged = live.merged() if kept else None  # decided first: no merging into a structure about to be rebuilt
+        if merged is None:
             merged = self.rebuild()
         generation = self._store.generation()
         merged.save(self.path)

@@ -211,11 +211,11 @@ class VectorIndex:
             return np.sort(np.concatenate([np.empty(0, dtype=np.int64), *cells]).astype(np.int64))
         return np.sort(faiss.vector_to_array(cast(faiss.IndexIDMap, self._index).id_map).astype(np.int64))
 
-    def outgrown(self) -> bool:
-        """Whether an IVF structure now holds enough vectors to want twice the cells it learnt (`cells_for`):
+    def outgrown(self, count: int) -> bool:
+        """Whether an IVF structure holding COUNT vectors would want twice the cells it learnt (`cells_for`):
         one trained early in a long write is trained again each time the index has grown about fourfold."""
         inner = self._inner
-        return isinstance(inner, faiss.IndexIVF) and cells_for(len(self)) >= 2 * inner.nlist
+        return isinstance(inner, faiss.IndexIVF) and cells_for(count) >= 2 * inner.nlist
 
     def contents(self) -> tuple[np.ndarray, np.ndarray]:
         """(ids, vectors) in the order they were added; flat structures only, which keep the vectors whole."""

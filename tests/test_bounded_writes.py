@@ -26,12 +26,23 @@ def shards(vectors, size):
         yield records, EmbeddedDocuments(list(range(len(block))), block, 0)
 
 
-def test_a_write_compacts_whenever_its_new_vectors_pass_the_buffer(tmp_path, tiny_embedder, monkeypatch):
+@pytest.fixture
+def saves(monkeypatch):
+    """How many vectors the index held at each compaction (`VectorFile.save`), in order."""
+    counts = []
+    save = VectorFile.save
+
+    def recorded(self):
+        counts.append(len(self.vectors))
+        save(self)
+
+    monkeypatch.setattr(VectorFile, "save", recorded)
+    return counts
+
+
+def test_a_write_compacts_whenever_its_new_vectors_pass_the_buffer(tmp_path, tiny_embedder, saves):
     most = pending_limit(1, DIMENSION)  # 1 MB: 5,461 vectors of 32 floats
     vectors = unit_vectors(4 * most)
-    saves = []
-    save = VectorFile.save
-    monkeypatch.setattr(VectorFile, "save", lambda self: (saves.append(len(self.vectors)), save(self))[1])
     with Index.create(tmp_path / "x", Settings(index_type="ivf"), embedder=tiny_embedder) as index:
         held = []
         report = index.add_embedded(
@@ -47,12 +58,9 @@ def test_a_write_compacts_whenever_its_new_vectors_pass_the_buffer(tmp_path, tin
         assert [hit.id for hit in found] == ["doc-7"]
 
 
-def test_a_long_write_saves_what_it_still_holds_at_its_end_however_little(tmp_path, tiny_embedder, monkeypatch):
+def test_a_long_write_saves_what_it_still_holds_at_its_end_however_little(tmp_path, tiny_embedder, saves):
     most = pending_limit(1, DIMENSION)
     past = (most // 500 + 1) * 500
-    saves = []
-    save = VectorFile.save
-    monkeypatch.setattr(VectorFile, "save", lambda self: (saves.append(len(self.vectors)), save(self))[1])
     with Index.create(tmp_path / "x", embedder=tiny_embedder) as index:
         index.add_embedded(shards(unit_vectors(past + 200), 500), write_buffer_mb=1)
         assert saves == [past, past + 200]  # 200 new vectors: under 10 %, saved all the same
@@ -60,10 +68,7 @@ def test_a_long_write_saves_what_it_still_holds_at_its_end_however_little(tmp_pa
         assert len(reopened.vectors) == past + 200 and reopened.vectors.changes == 0
 
 
-def test_without_a_bound_reached_the_vectors_are_saved_once_at_the_end(tmp_path, tiny_embedder, monkeypatch):
-    saves = []
-    save = VectorFile.save
-    monkeypatch.setattr(VectorFile, "save", lambda self: (saves.append(len(self.vectors)), save(self))[1])
+def test_without_a_bound_reached_the_vectors_are_saved_once_at_the_end(tmp_path, tiny_embedder, saves):
     with Index.create(tmp_path / "x", embedder=tiny_embedder) as index:
         index.add_embedded(shards(unit_vectors(3000), 500))
     assert saves == [3000]
@@ -72,12 +77,12 @@ def test_without_a_bound_reached_the_vectors_are_saved_once_at_the_end(tmp_path,
 def test_an_ivf_structure_is_trained_again_once_it_has_grown_about_fourfold():
     index = VectorIndex.build(DIMENSION, np.arange(30_000), unit_vectors(30_000), "ivf")
     cells = index.search_width["nlist"]
-    assert cells == cells_for(30_000) and not index.outgrown()
+    assert cells == cells_for(30_000) and not index.outgrown(len(index))
     index.add(np.arange(30_000, 90_000), unit_vectors(60_000, seed=1))
-    assert not index.outgrown()  # three times the vectors want √3 times the cells
+    assert not index.outgrown(len(index))  # three times the vectors want √3 times the cells
     index.add(np.arange(90_000, 130_000), unit_vectors(40_000, seed=2))
-    assert cells_for(130_000) >= 2 * cells and index.outgrown()
-    assert not VectorIndex.build(DIMENSION, np.arange(9000), unit_vectors(9000), "flat").outgrown()
+    assert cells_for(130_000) >= 2 * cells and index.outgrown(len(index))
+    assert not VectorIndex.build(DIMENSION, np.arange(9000), unit_vectors(9000), "flat").outgrown(1_000_000)
 
 
 def test_cells_stop_growing_at_the_cap():
