@@ -49,7 +49,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -413,22 +412,21 @@ def main() -> None:
         print("# peers (" + str(args.peers_venv) + "): " + ", ".join(f"{k} {v}" for k, v in versions.items()))
         flags = ["--precision", args.precision] + (["--chunk", args.chunk] if args.chunk else [])
         # searcher's own model cache, empty: its first run traces the model, as a user's first run does.
-        cache = tempfile.mkdtemp(prefix="searcher-speed-cache-")
-        processes = Processes(python, locate_model(BUNDLED_MODEL), flags, env | {"SEARCHER_CACHE_DIR": cache})
-        first = measure(Workload("first", ONE_TEXT, [ONE_TEXT], ()), processes, 1)["searcher"][0]
-        results["first_run_seconds"] = first
-        print(f"# searcher's first run, one short text, with an empty model cache (it traces the model): {first:.1f} s")
-        workloads = [
-            Workload("sts_small", "STS-B sentences", sentences[: args.sts_from], (ST,)),
-            Workload("sts_large", "STS-B sentences", sentences, (ST,)),
-            Workload("scifact_small", "SciFact documents", documents[: args.scifact_from], (ST,)),
-            Workload("scifact_large", "SciFact documents", documents, (ST, TXTAI, ST_FAISS)),
-            Workload("one", "one short text", [ONE_TEXT], (ST,)),
-        ]
-        results["runs"] = print_runs(workloads, processes, args.repeats)
-        results["targets"] = targets(results["runs"])
-        print_targets(results["targets"])
-        shutil.rmtree(cache)
+        with tempfile.TemporaryDirectory(prefix="searcher-speed-cache-") as cache:
+            processes = Processes(python, locate_model(BUNDLED_MODEL), flags, env | {"SEARCHER_CACHE_DIR": cache})
+            first = measure(Workload("first", ONE_TEXT, [ONE_TEXT], ()), processes, 1)["searcher"][0]
+            results["first_run_seconds"] = first
+            print(f"# searcher's first run, one short text, empty model cache (it traces the model): {first:.1f} s")
+            workloads = [
+                Workload("sts_small", "STS-B sentences", sentences[: args.sts_from], (ST,)),
+                Workload("sts_large", "STS-B sentences", sentences, (ST,)),
+                Workload("scifact_small", "SciFact documents", documents[: args.scifact_from], (ST,)),
+                Workload("scifact_large", "SciFact documents", documents, (ST, TXTAI, ST_FAISS)),
+                Workload("one", "one short text", [ONE_TEXT], (ST,)),
+            ]
+            results["runs"] = print_runs(workloads, processes, args.repeats)
+            results["targets"] = targets(results["runs"])
+            print_targets(results["targets"])
 
     if "in-process" not in args.skip:
         print(f"\n## `Index.add` in this process, model loaded, median of {args.repeats}\n")
